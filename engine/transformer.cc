@@ -1,0 +1,63 @@
+#include "engine/transformer.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include "engine/ops.h"
+
+namespace dgpt {
+
+Workspace::Workspace(const ModelConfig& config, int max_tokens)
+    : normed(static_cast<size_t>(max_tokens) * config.n_embd),
+      qkv(static_cast<size_t>(max_tokens) * 3 * config.n_embd),
+      attention(static_cast<size_t>(max_tokens) * config.n_embd),
+      projected(static_cast<size_t>(max_tokens) * config.n_embd),
+      hidden(static_cast<size_t>(max_tokens) * 4 * config.n_embd),
+      max_tokens_(max_tokens) {}
+
+void EmbedTokens(float* x, const Checkpoint& model, std::span<const TokenId> ids, int pos0) {
+  const int C = model.config().n_embd;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const float* token_row = model.token_embedding() + static_cast<int64_t>(ids[t]) * C;
+    const float* position_row = model.position_embedding() + static_cast<int64_t>(pos0 + t) * C;
+    float* out = x + t * C;
+    for (int c = 0; c < C; ++c) out[c] = token_row[c] + position_row[c];
+  }
+}
+
+void ForwardBlocks(float* x, int T, KvCache& cache, const Checkpoint& model, Workspace& ws,
+                   ThreadPool& pool) {
+  const ModelConfig& cfg = model.config();
+  const int C = cfg.n_embd, NH = cfg.n_head;
+  const int pos0 = cache.length();
+  assert(pos0 + T <= cache.capacity() && T <= ws.max_tokens());
+  for (int layer = cache.layers().begin; layer < cache.layers().end; ++layer) {
+    const BlockWeights& w = model.block(layer);
+    // x = x + attn(ln_1(x))
+    layernorm_forward(ws.normed.data(), x, w.ln1_weight, w.ln1_bias, T, C, cfg.layer_norm_epsilon);
+    matmul_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, T, C, 3 * C, pool);
+    attention_forward(ws.attention.data(), ws.qkv.data(), cache.keys(layer), cache.values(layer),
+                      pos0, T, C, NH, pool);
+    matmul_forward(ws.projected.data(), ws.attention.data(), w.attn_proj_weight, w.attn_proj_bias,
+                   T, C, C, pool);
+    residual_forward(x, ws.projected.data(), static_cast<int64_t>(T) * C);
+    // x = x + mlp(ln_2(x))
+    layernorm_forward(ws.normed.data(), x, w.ln2_weight, w.ln2_bias, T, C, cfg.layer_norm_epsilon);
+    matmul_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, T, C, 4 * C, pool);
+    gelu_forward(ws.hidden.data(), static_cast<int64_t>(T) * 4 * C, cfg.activation);
+    matmul_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight, w.mlp_proj_bias, T,
+                   4 * C, C, pool);
+    residual_forward(x, ws.projected.data(), static_cast<int64_t>(T) * C);
+  }
+  cache.set_length(pos0 + T);
+}
+
+void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float* normed,
+                   ThreadPool& pool) {
+  const ModelConfig& cfg = model.config();
+  layernorm_forward(normed, x, model.final_norm_weight(), model.final_norm_bias(), 1, cfg.n_embd,
+                    cfg.layer_norm_epsilon);
+  logits_forward(logits, normed, model.lm_head(), cfg.vocab_size, cfg.n_embd, pool);
+}
+
+}  // namespace dgpt

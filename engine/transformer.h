@@ -1,0 +1,48 @@
+// The GPT-2 forward pass, in the three pieces a pipeline distributes: the embedding (on the
+// coordinator), a contiguous range of transformer blocks (on each stage), and the final norm +
+// LM head (on the coordinator). Prefill (T > 1 tokens) and decode (T = 1) share one code path.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "engine/checkpoint.h"
+#include "engine/kv_cache.h"
+#include "engine/thread_pool.h"
+
+namespace dgpt {
+
+using TokenId = int32_t;
+
+// Scratch activations for up to max_tokens tokens at once, reused across calls.
+class Workspace {
+ public:
+  Workspace(const ModelConfig& config, int max_tokens);
+  int max_tokens() const { return max_tokens_; }
+
+  std::vector<float> normed;     // [T, C]
+  std::vector<float> qkv;        // [T, 3C]
+  std::vector<float> attention;  // [T, C]
+  std::vector<float> projected;  // [T, C]
+  std::vector<float> hidden;     // [T, 4C]
+
+ private:
+  int max_tokens_;
+};
+
+// x[T, C] = wte[ids] + wpe[pos0 ..]. REQUIRES: checkpoint loaded with embeddings, ids < V,
+// pos0 + T <= n_positions.
+void EmbedTokens(float* x, const Checkpoint& model, std::span<const TokenId> ids, int pos0);
+
+// Runs the blocks in cache.layers() over x[T, C] in place, for positions
+// cache.length() .. cache.length() + T - 1, and advances the cache by T.
+// REQUIRES: the checkpoint holds those layers, cache.length() + T <= cache.capacity(),
+// T <= workspace.max_tokens().
+void ForwardBlocks(float* x, int T, KvCache& cache, const Checkpoint& model, Workspace& workspace,
+                   ThreadPool& pool);
+
+// logits[V] = lm_head(ln_f(x[C])) for one position. `normed` is scratch of size C.
+void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float* normed,
+                   ThreadPool& pool);
+
+}  // namespace dgpt

@@ -1,0 +1,55 @@
+#include "tools/cli_util.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace dgpt::cli {
+
+int ReportError(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "dgpt %s: %s\n", command.c_str(), message.c_str());
+  return 1;
+}
+
+Result<std::vector<TokenId>> ParseTokenIds(const std::string& text) {
+  std::vector<TokenId> ids;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ',' || std::isspace(static_cast<unsigned char>(text[i]))) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && text[end] != ',' &&
+           !std::isspace(static_cast<unsigned char>(text[end]))) {
+      ++end;
+    }
+    const std::string word = text.substr(i, end - i);
+    char* parse_end = nullptr;
+    errno = 0;
+    const long value = std::strtol(word.c_str(), &parse_end, 10);
+    if (*parse_end != '\0' || errno != 0 || value < 0 || value > INT32_MAX) {
+      return Status::Error("\"" + word + "\" is not a token id (expected a number >= 0)");
+    }
+    ids.push_back(static_cast<TokenId>(value));
+    i = end;
+  }
+  return ids;
+}
+
+void WarnIfRandomModel(const std::string& model_dir) {
+  std::ifstream in(model_dir + "/config.json");
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_object() && config.contains("dgpt_random_seed")) {
+    std::fprintf(stderr,
+                 "note: %s has random weights (made by weights/make_random_model.py): its output "
+                 "is meaningless text\n",
+                 model_dir.c_str());
+  }
+}
+
+}  // namespace dgpt::cli
