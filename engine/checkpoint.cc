@@ -23,7 +23,9 @@ float HalfToFloat(uint16_t bits) {
   return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 
-float BFloat16ToFloat(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+float BFloat16ToFloat(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
 
 namespace {
 
@@ -110,8 +112,9 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     const TensorInfo* info = st.Find(name);
     if (!info) return Status::Error(path + ": missing tensor " + name);
     if (!IsFloatDType(info->dtype)) {
-      return Status::Error(fmt::format("{}: tensor {} has dtype {}; weights must be F32, F16 or BF16",
-                                       path, name, DTypeName(info->dtype)));
+      return Status::Error(
+          fmt::format("{}: tensor {} has dtype {}; weights must be F32, F16 or BF16", path, name,
+                      DTypeName(info->dtype)));
     }
     if (info->shape != shape) {
       return Status::Error(fmt::format(
@@ -132,9 +135,10 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
   for (const TensorInfo& info : st.tensors()) {
     const int block = BlockIndexOf(info.name, prefix);
     if (block >= cfg.n_layer) {
-      return Status::Error(fmt::format("{}: tensor {} belongs to block {} but config.json has "
-                                       "n_layer {}",
-                                       path, info.name, block, cfg.n_layer));
+      return Status::Error(
+          fmt::format("{}: tensor {} belongs to block {} but config.json has "
+                      "n_layer {}",
+                      path, info.name, block, cfg.n_layer));
     }
   }
   checkpoint->weight_dtype_ = st.Find(prefix + "wte.weight")->dtype;
@@ -142,8 +146,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
   LayerRange layers = options.layers;
   if (layers.end < 0) layers.end = cfg.n_layer;
   if (layers.begin < 0 || layers.begin > layers.end || layers.end > cfg.n_layer) {
-    return Status::Error(fmt::format("{}: layer range {}:{} is outside the model's {} layers",
-                                     dir, layers.begin, layers.end, cfg.n_layer));
+    return Status::Error(fmt::format("{}: layer range {}:{} is outside the model's {} layers", dir,
+                                     layers.begin, layers.end, cfg.n_layer));
   }
   checkpoint->layers_ = layers;
 

@@ -25,18 +25,18 @@ struct LayerRange {
 };
 
 struct BlockWeights {
-  const float* ln1_weight;       // [C]
-  const float* ln1_bias;         // [C]
-  const float* qkv_weight;       // [C, 3C]
-  const float* qkv_bias;         // [3C]
-  const float* attn_proj_weight; // [C, C]
-  const float* attn_proj_bias;   // [C]
-  const float* ln2_weight;       // [C]
-  const float* ln2_bias;         // [C]
-  const float* fc_weight;        // [C, 4C]
-  const float* fc_bias;          // [4C]
-  const float* mlp_proj_weight;  // [4C, C]
-  const float* mlp_proj_bias;    // [C]
+  const float* ln1_weight;        // [C]
+  const float* ln1_bias;          // [C]
+  const float* qkv_weight;        // [C, 3C]
+  const float* qkv_bias;          // [3C]
+  const float* attn_proj_weight;  // [C, C]
+  const float* attn_proj_bias;    // [C]
+  const float* ln2_weight;        // [C]
+  const float* ln2_bias;          // [C]
+  const float* fc_weight;         // [C, 4C]
+  const float* fc_bias;           // [4C]
+  const float* mlp_proj_weight;   // [4C, C]
+  const float* mlp_proj_bias;     // [C]
 };
 
 // Which parts of the model a process needs: a coordinator needs the embeddings and the head,

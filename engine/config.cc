@@ -8,7 +8,8 @@ namespace dgpt {
 namespace {
 
 // Reads an integer field; GPT-2 configs sometimes also spell n_positions as n_ctx.
-Result<int> ReadPositiveInt(const nlohmann::json& json, const char* key, const std::string& source) {
+Result<int> ReadPositiveInt(const nlohmann::json& json, const char* key,
+                            const std::string& source) {
   auto it = json.find(key);
   if (it == json.end()) return Status::Error(source + ": missing \"" + key + "\"");
   if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > (1 << 30)) {
@@ -44,8 +45,8 @@ Result<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json, const std:
     if (!value.ok()) return value.status();
     *field.target = *value;
   }
-  auto positions = ReadPositiveInt(json, json.contains("n_positions") ? "n_positions" : "n_ctx",
-                                   source);
+  auto positions =
+      ReadPositiveInt(json, json.contains("n_positions") ? "n_positions" : "n_ctx", source);
   if (!positions.ok()) return positions.status();
   config.n_positions = *positions;
 

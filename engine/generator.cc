@@ -30,9 +30,12 @@ Status LocalBlockRunner::Forward(float* x, int T) {
 
 const char* StopReasonName(StopReason reason) {
   switch (reason) {
-    case StopReason::kEndOfText: return "end_of_text";
-    case StopReason::kMaxTokens: return "max_tokens";
-    case StopReason::kCaller: return "stop";
+    case StopReason::kEndOfText:
+      return "end_of_text";
+    case StopReason::kMaxTokens:
+      return "max_tokens";
+    case StopReason::kCaller:
+      return "stop";
   }
   return "unknown";
 }
@@ -95,7 +98,8 @@ Result<GenerationResult> Generate(const Checkpoint& model, BlockRunner& blocks,
 
   EmbedTokens(x.data(), model, prompt, 0);
   for (size_t done = 0; done < prompt.size();) {
-    const int chunk = static_cast<int>(std::min<size_t>(prompt.size() - done, options.prefill_chunk));
+    const int chunk =
+        static_cast<int>(std::min<size_t>(prompt.size() - done, options.prefill_chunk));
     DGPT_RETURN_IF_ERROR(blocks.Forward(x.data() + done * C, chunk));
     done += chunk;
   }

@@ -15,6 +15,8 @@ float* KvCache::keys(int layer) {
   return storage_.data() + static_cast<size_t>(layer - layers_.begin) * 2 * capacity_ * C_;
 }
 
-float* KvCache::values(int layer) { return keys(layer) + static_cast<size_t>(capacity_) * C_; }
+float* KvCache::values(int layer) {
+  return keys(layer) + static_cast<size_t>(capacity_) * C_;
+}
 
 }  // namespace dgpt

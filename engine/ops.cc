@@ -9,7 +9,9 @@
 
 namespace dgpt {
 
-void SetBlasThreads(int num_threads) { openblas_set_num_threads(std::max(1, num_threads)); }
+void SetBlasThreads(int num_threads) {
+  openblas_set_num_threads(std::max(1, num_threads));
+}
 
 void layernorm_forward(float* out, const float* in, const float* weight, const float* bias, int T,
                        int C, float eps) {
@@ -28,8 +30,8 @@ namespace {
 
 // y[j0:j1] = bias + sum_i x[i] * W[i, j0:j1]. Each output is accumulated in the same order
 // whatever the column split, so results do not depend on the thread count.
-void gemv_columns(float* y, const float* x, const float* weight, const float* bias, int IN,
-                  int OUT, int64_t j0, int64_t j1) {
+void gemv_columns(float* y, const float* x, const float* weight, const float* bias, int IN, int OUT,
+                  int64_t j0, int64_t j1) {
   float* __restrict dst = y;
   for (int64_t j = j0; j < j1; ++j) dst[j] = bias ? bias[j] : 0.0f;
   for (int i = 0; i < IN; ++i) {

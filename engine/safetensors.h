@@ -19,11 +19,26 @@ namespace dgpt {
 
 // Every dtype the safetensors format defines. The engine computes with F32/F16/BF16 only;
 // the others are parsed so that a checkpoint holding e.g. integer buffers still opens.
-enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU64, kU32, kU16, kU8, kBool,
-                   kF8E4M3, kF8E5M2 };
+enum class DType {
+  kF64,
+  kF32,
+  kF16,
+  kBF16,
+  kI64,
+  kI32,
+  kI16,
+  kI8,
+  kU64,
+  kU32,
+  kU16,
+  kU8,
+  kBool,
+  kF8E4M3,
+  kF8E5M2
+};
 
 size_t DTypeSize(DType dtype);
-std::string_view DTypeName(DType dtype);            // "F32", "BF16", ...
+std::string_view DTypeName(DType dtype);          // "F32", "BF16", ...
 Result<DType> ParseDType(std::string_view name);  // error on unknown names
 
 struct TensorInfo {

@@ -20,7 +20,9 @@ Status SamplingOptions::Validate() const {
 
 Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {}
 
-double Sampler::NextUniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+double Sampler::NextUniform() {
+  return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
 
 TokenId Sampler::Sample(std::span<float> logits, std::span<const TokenId> context) {
   const int V = static_cast<int>(logits.size());

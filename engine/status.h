@@ -65,8 +65,8 @@ class [[nodiscard]] Result {
 }  // namespace dgpt
 
 // Returns early from the enclosing function when an expression yields a non-OK Status.
-#define DGPT_RETURN_IF_ERROR(expr)              \
-  do {                                          \
-    ::dgpt::Status dgpt_status_ = (expr);       \
+#define DGPT_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::dgpt::Status dgpt_status_ = (expr);        \
     if (!dgpt_status_.ok()) return dgpt_status_; \
   } while (0)

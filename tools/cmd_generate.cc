@@ -92,22 +92,21 @@ int RunGenerate(const GenerateArgs& args) {
   const size_t decoded = r.generated_ids.empty() ? 0 : r.generated_ids.size() - 1;
   const double decode_rate = decoded / std::max(r.decode_seconds, 1e-9);
   if (args.json) {
-    nlohmann::json out = {
-        {"model", args.model_dir},
-        {"prompt_ids", r.prompt_ids},
-        {"generated_ids", r.generated_ids},
-        {"text", text.text() + tail},
-        {"stop_reason", text.stopped() ? "stop" : StopReasonName(r.stop_reason)},
-        {"seed", options.sampling.seed},
-        {"threads", threads},
-        {"timings",
-         {{"prompt_tokens", r.prompt_ids.size()},
-          {"prefill_seconds", r.prefill_seconds},
-          {"prompt_tokens_per_second", prompt_rate},
-          {"first_token_seconds", r.first_token_seconds},
-          {"generated_tokens", r.generated_ids.size()},
-          {"decode_seconds", r.decode_seconds},
-          {"decode_tokens_per_second", decode_rate}}}};
+    nlohmann::json out = {{"model", args.model_dir},
+                          {"prompt_ids", r.prompt_ids},
+                          {"generated_ids", r.generated_ids},
+                          {"text", text.text() + tail},
+                          {"stop_reason", text.stopped() ? "stop" : StopReasonName(r.stop_reason)},
+                          {"seed", options.sampling.seed},
+                          {"threads", threads},
+                          {"timings",
+                           {{"prompt_tokens", r.prompt_ids.size()},
+                            {"prefill_seconds", r.prefill_seconds},
+                            {"prompt_tokens_per_second", prompt_rate},
+                            {"first_token_seconds", r.first_token_seconds},
+                            {"generated_tokens", r.generated_ids.size()},
+                            {"decode_seconds", r.decode_seconds},
+                            {"decode_tokens_per_second", decode_rate}}}};
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::fwrite(tail.data(), 1, tail.size(), stdout);
@@ -128,8 +127,9 @@ int RunGenerate(const GenerateArgs& args) {
 void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt");
-  cmd->add_option("--model,-m", args->model_dir, "Model folder (config.json, model.safetensors, "
-                                                 "tokenizer files)")
+  cmd->add_option("--model,-m", args->model_dir,
+                  "Model folder (config.json, model.safetensors, "
+                  "tokenizer files)")
       ->required();
   cmd->add_option("--prompt,-p", args->prompt, "Prompt text (default: read stdin)");
   cmd->add_option("--prompt-ids", args->prompt_ids,

@@ -29,8 +29,8 @@ struct PartSize {
 
 int RunInspect(const std::string& dir, bool json) {
   // Validates the whole checkpoint against its config but maps no layer.
-  auto model = Checkpoint::Load(dir, LoadOptions{.layers = {0, 0}, .embeddings = false,
-                                                 .head = false});
+  auto model =
+      Checkpoint::Load(dir, LoadOptions{.layers = {0, 0}, .embeddings = false, .head = false});
   if (!model.ok()) return ReportError("inspect", model.status().message());
   const ModelConfig& cfg = model.value()->config();
   const SafetensorsFile& file = model.value()->file();
@@ -74,10 +74,11 @@ int RunInspect(const std::string& dir, bool json) {
     return 0;
   }
   fmt::print("model:        {}\n", dir);
-  fmt::print("config:       n_layer {}, n_head {}, n_embd {}, n_positions {}, vocab_size {}, "
-             "layer_norm_epsilon {:g}, {}\n",
-             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size,
-             cfg.layer_norm_epsilon, cfg.activation == Activation::kGeluTanh ? "gelu_new" : "gelu");
+  fmt::print(
+      "config:       n_layer {}, n_head {}, n_embd {}, n_positions {}, vocab_size {}, "
+      "layer_norm_epsilon {:g}, {}\n",
+      cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
+      cfg.activation == Activation::kGeluTanh ? "gelu_new" : "gelu");
   fmt::print("parameters:   {} ({:.1f} M)\n", total.parameters, total.parameters / 1e6);
   fmt::print("dtype:        {}\n", DTypeName(model.value()->weight_dtype()));
   fmt::print("embeddings:   {} (wte + wpe)\n", HumanBytes(embeddings.bytes));
@@ -85,7 +86,8 @@ int RunInspect(const std::string& dir, bool json) {
              per_layer.parameters, cfg.n_layer, HumanBytes(per_layer.bytes * cfg.n_layer));
   fmt::print("head:         {}{}\n", HumanBytes(head.bytes),
              tied ? " (ln_f; lm_head tied to wte)" : " (ln_f + lm_head)");
-  if (ignored.bytes) fmt::print("ignored:      {} (attention mask buffers)\n", HumanBytes(ignored.bytes));
+  if (ignored.bytes)
+    fmt::print("ignored:      {} (attention mask buffers)\n", HumanBytes(ignored.bytes));
   fmt::print("total:        {}\n", HumanBytes(total.bytes));
   return 0;
 }

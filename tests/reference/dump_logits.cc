@@ -4,9 +4,9 @@
 //   --mode prefill   one forward pass over all T tokens
 //   --mode decode    one token at a time through the KV cache
 //   --mode split:K   prefill the first K tokens, then decode the rest one at a time
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fmt/format.h>
 #include <sstream>
 
 #include "engine/checkpoint.h"

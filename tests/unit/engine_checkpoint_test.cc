@@ -43,16 +43,19 @@ struct TinyCheckpoint {
       shapes[h + "mlp.c_proj.bias"] = {C};
     }
     shapes["ln_f.weight"] = shapes["ln_f.bias"] = {C};
-    config = {{"n_layer", n_layer},         {"n_head", n_head},
-              {"n_embd", n_embd},           {"n_positions", n_positions},
-              {"vocab_size", vocab_size},   {"layer_norm_epsilon", 1e-5},
+    config = {{"n_layer", n_layer},
+              {"n_head", n_head},
+              {"n_embd", n_embd},
+              {"n_positions", n_positions},
+              {"vocab_size", vocab_size},
+              {"layer_norm_epsilon", 1e-5},
               {"activation_function", "gelu_new"}};
   }
 
   // Writes the folder; tensor element i of every tensor holds i * 0.5 (exact in f16/bf16).
   std::string Write(const std::string& name) const {
-    const std::string dir = std::string(DGPT_TEST_TMP) + "/checkpoint_" + name + "_" +
-                            std::to_string(::getpid());
+    const std::string dir =
+        std::string(DGPT_TEST_TMP) + "/checkpoint_" + name + "_" + std::to_string(::getpid());
     fs::create_directories(dir);
     std::ofstream(dir + "/config.json") << config.dump();
     std::vector<std::vector<uint8_t>> buffers;
@@ -85,8 +88,8 @@ struct TinyCheckpoint {
         }
       }
       buffers.push_back(std::move(bytes));
-      const std::string full_name = tensor_name.starts_with("lm_head") ? tensor_name
-                                                                        : prefix + tensor_name;
+      const std::string full_name =
+          tensor_name.starts_with("lm_head") ? tensor_name : prefix + tensor_name;
       tensors.push_back({full_name, dtype, shape, buffers.back().data(), buffers.back().size()});
     }
     Status status = WriteSafetensors(dir + "/model.safetensors", tensors);
@@ -178,7 +181,8 @@ TEST_CASE("a missing tensor is named", "[checkpoint]") {
                Catch::Contains("missing tensor transformer.h.1.mlp.c_fc.bias"));
   TinyCheckpoint no_wte;
   no_wte.shapes.erase("wte.weight");
-  REQUIRE_THAT(LoadError(no_wte.Write("missing_wte")), Catch::Contains("missing tensor wte.weight"));
+  REQUIRE_THAT(LoadError(no_wte.Write("missing_wte")),
+               Catch::Contains("missing tensor wte.weight"));
 }
 
 TEST_CASE("a tensor whose shape disagrees with the config is named with both shapes",
@@ -225,7 +229,8 @@ TEST_CASE("bad config.json files", "[checkpoint]") {
   REQUIRE_THAT(LoadError(dir), Catch::Contains("missing \"n_ctx\""));
   write_config(R"({"n_layer": 2, "n_head": 3, "n_embd": 8, "n_positions": 16, "vocab_size": 11})");
   REQUIRE_THAT(LoadError(dir), Catch::Contains("not divisible by n_head"));
-  write_config(R"({"n_layer": "2", "n_head": 2, "n_embd": 8, "n_positions": 16, "vocab_size": 11})");
+  write_config(
+      R"({"n_layer": "2", "n_head": 2, "n_embd": 8, "n_positions": 16, "vocab_size": 11})");
   REQUIRE_THAT(LoadError(dir), Catch::Contains("\"n_layer\" must be a positive integer"));
   write_config(R"({"n_layer": 2, "n_head": 2, "n_embd": 8, "n_positions": 16, "vocab_size": 11,
                    "activation_function": "relu"})");

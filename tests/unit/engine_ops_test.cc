@@ -66,7 +66,8 @@ TEST_CASE("gelu_new is the tanh approximation; gelu is the erf form", "[ops]") {
   RequireClose(y, expected, 1e-6);
   y = x;
   gelu_forward(y.data(), y.size(), Activation::kGeluErf);
-  for (size_t i = 0; i < x.size(); ++i) expected[i] = 0.5 * x[i] * (1 + std::erf(x[i] / std::sqrt(2.0)));
+  for (size_t i = 0; i < x.size(); ++i)
+    expected[i] = 0.5 * x[i] * (1 + std::erf(x[i] / std::sqrt(2.0)));
   RequireClose(y, expected, 1e-6);
 }
 
@@ -152,8 +153,8 @@ TEST_CASE("causal attention with a KV cache matches naive attention", "[ops]") {
     const int prefix = 4;
     attention_forward(out.data(), qkv.data(), k.data(), v.data(), 0, prefix, C, NH, pool);
     for (int t = prefix; t < S; ++t) {
-      attention_forward(out.data() + t * C, qkv.data() + t * 3 * C, k.data(), v.data(), t, 1, C,
-                        NH, pool);
+      attention_forward(out.data() + t * C, qkv.data() + t * 3 * C, k.data(), v.data(), t, 1, C, NH,
+                        pool);
     }
     RequireClose(out, expected, 1e-5);
   }

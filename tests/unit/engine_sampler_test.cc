@@ -7,7 +7,9 @@
 using namespace dgpt;
 
 namespace {
-std::vector<float> Logits() { return {0.5f, 3.0f, 2.9f, -1.0f, 1.0f, 2.0f}; }
+std::vector<float> Logits() {
+  return {0.5f, 3.0f, 2.9f, -1.0f, 1.0f, 2.0f};
+}
 }  // namespace
 
 TEST_CASE("temperature 0 is argmax, ties to the lowest id", "[sampler]") {

@@ -21,7 +21,8 @@ class TableTokenizer : public Tokenizer {
   std::vector<std::string> pieces_;
 };
 
-std::string PushAll(TextStream& stream, std::vector<TokenId> ids, std::vector<std::string>* chunks) {
+std::string PushAll(TextStream& stream, std::vector<TokenId> ids,
+                    std::vector<std::string>* chunks) {
   std::string out;
   for (TokenId id : ids) {
     chunks->push_back(stream.Push(id));
