@@ -6,6 +6,12 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/fingerprint.h"
 
 namespace dgpt {
 
@@ -42,27 +48,34 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
 };
 
-// Every tensor GPT2LMHeadModel's transformer holds, with the shape the config implies.
-std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& config) {
+// The shape the config implies for a block tensor (name as in kBlockTensorNames).
+std::vector<int64_t> BlockTensorShape(std::string_view name, const ModelConfig& config) {
+  const int64_t C = config.n_embd;
+  if (name == "attn.c_attn.weight") return {C, 3 * C};
+  if (name == "attn.c_attn.bias") return {3 * C};
+  if (name == "attn.c_proj.weight") return {C, C};
+  if (name == "mlp.c_fc.weight") return {C, 4 * C};
+  if (name == "mlp.c_fc.bias") return {4 * C};
+  if (name == "mlp.c_proj.weight") return {4 * C, C};
+  return {C};  // LayerNorm parameters and the projections' biases
+}
+
+// The tensors of GPT2LMHeadModel's transformer that a folder holding `layers` (and the
+// embeddings / final norm if asked) must have, with the shapes the config implies.
+std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& config, LayerRange layers,
+                                            bool embeddings, bool final_norm) {
   const int64_t C = config.n_embd, V = config.vocab_size, P = config.n_positions;
-  std::vector<ExpectedTensor> expected = {{"wte.weight", {V, C}}, {"wpe.weight", {P, C}}};
-  for (int i = 0; i < config.n_layer; ++i) {
-    const std::string h = fmt::format("h.{}.", i);
-    expected.push_back({h + "ln_1.weight", {C}});
-    expected.push_back({h + "ln_1.bias", {C}});
-    expected.push_back({h + "attn.c_attn.weight", {C, 3 * C}});
-    expected.push_back({h + "attn.c_attn.bias", {3 * C}});
-    expected.push_back({h + "attn.c_proj.weight", {C, C}});
-    expected.push_back({h + "attn.c_proj.bias", {C}});
-    expected.push_back({h + "ln_2.weight", {C}});
-    expected.push_back({h + "ln_2.bias", {C}});
-    expected.push_back({h + "mlp.c_fc.weight", {C, 4 * C}});
-    expected.push_back({h + "mlp.c_fc.bias", {4 * C}});
-    expected.push_back({h + "mlp.c_proj.weight", {4 * C, C}});
-    expected.push_back({h + "mlp.c_proj.bias", {C}});
+  std::vector<ExpectedTensor> expected;
+  if (embeddings) expected = {{"wte.weight", {V, C}}, {"wpe.weight", {P, C}}};
+  for (int i = layers.begin; i < layers.end; ++i) {
+    for (std::string_view name : kBlockTensorNames) {
+      expected.push_back({fmt::format("h.{}.{}", i, name), BlockTensorShape(name, config)});
+    }
   }
-  expected.push_back({"ln_f.weight", {C}});
-  expected.push_back({"ln_f.bias", {C}});
+  if (final_norm) {
+    expected.push_back({"ln_f.weight", {C}});
+    expected.push_back({"ln_f.bias", {C}});
+  }
   return expected;
 }
 
@@ -81,7 +94,79 @@ int BlockIndexOf(std::string_view name, std::string_view prefix) {
   return digits > 0 && digits < name.size() && name[digits] == '.' ? index : -1;
 }
 
+Result<bool> ReadBool(const nlohmann::json& json, const char* key, const std::string& source) {
+  auto it = json.find(key);
+  if (it == json.end()) return Status::Error(source + ": missing \"" + key + "\"");
+  if (!it->is_boolean()) {
+    return Status::Error(source + ": \"" + key + "\" must be true or false, got " + it->dump());
+  }
+  return it->get<bool>();
+}
+
+Result<std::string> ReadOptionalString(const nlohmann::json& json, const char* key,
+                                       const std::string& source) {
+  auto it = json.find(key);
+  if (it == json.end()) return std::string();
+  if (!it->is_string()) {
+    return Status::Error(source + ": \"" + key + "\" must be a string, got " + it->dump());
+  }
+  return it->get<std::string>();
+}
+
 }  // namespace
+
+Result<std::optional<ShardInfo>> ReadShardInfo(const std::string& dir, const ModelConfig& config) {
+  const std::string path = dir + "/" + std::string(kShardFileName);
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) return std::optional<ShardInfo>();
+  std::ifstream in(path);
+  if (!in) return Status::Error(path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json json =
+      nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return Status::Error(path + ": not valid JSON");
+  if (!json.is_object()) return Status::Error(path + ": expected a JSON object");
+
+  auto format = json.find("format");
+  if (format == json.end() || !format->is_string() || *format != kShardFormat) {
+    return Status::Error(fmt::format("{}: \"format\" must be \"{}\", got {}", path, kShardFormat,
+                                     format == json.end() ? "nothing" : format->dump()));
+  }
+  ShardInfo shard;
+  auto layers = json.find("layers");
+  const bool layers_ok = layers != json.end() && layers->is_array() && layers->size() == 2 &&
+                         (*layers)[0].is_number_integer() && (*layers)[1].is_number_integer() &&
+                         (*layers)[0].get<int64_t>() >= 0 &&
+                         (*layers)[0].get<int64_t>() <= (*layers)[1].get<int64_t>() &&
+                         (*layers)[1].get<int64_t>() <= config.n_layer;
+  if (!layers_ok) {
+    return Status::Error(fmt::format(
+        "{}: \"layers\" must be [BEGIN, END] with 0 <= BEGIN <= END <= n_layer ({}), got {}", path,
+        config.n_layer, layers == json.end() ? "nothing" : layers->dump()));
+  }
+  shard.layers = {(*layers)[0].get<int>(), (*layers)[1].get<int>()};
+  auto has_embeddings = ReadBool(json, "has_embeddings", path);
+  if (!has_embeddings.ok()) return has_embeddings.status();
+  shard.has_embeddings = *has_embeddings;
+  auto has_head = ReadBool(json, "has_head", path);
+  if (!has_head.ok()) return has_head.status();
+  shard.has_head = *has_head;
+  auto fingerprint = ReadOptionalString(json, "fingerprint", path);
+  if (!fingerprint.ok()) return fingerprint.status();
+  if (!fingerprint->empty() && !ParseFingerprintHex(*fingerprint).ok()) {
+    return Status::Error(path + ": \"fingerprint\" must be 64 hex digits, got \"" + *fingerprint +
+                         "\"");
+  }
+  shard.fingerprint = *fingerprint;
+  auto source = ReadOptionalString(json, "source", path);
+  if (!source.ok()) return source.status();
+  shard.source = *source;
+  if (shard.layers.size() == 0 && !shard.has_embeddings && !shard.has_head) {
+    return Status::Error(path + ": the shard holds no layers, embeddings or head");
+  }
+  return std::optional<ShardInfo>(std::move(shard));
+}
 
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
                                                      const LoadOptions& options) {
@@ -91,13 +176,23 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
   if (!config.ok()) return config.status();
   checkpoint->config_ = *config;
 
+  auto shard = ReadShardInfo(dir, checkpoint->config_);
+  if (!shard.ok()) return shard.status();
+  checkpoint->shard_ = std::move(*shard);
+  const std::optional<ShardInfo>& shard_info = checkpoint->shard_;
+
   const std::string path = dir + "/model.safetensors";
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
   checkpoint->file_ = std::move(file).value();
   const SafetensorsFile& st = *checkpoint->file_;
 
-  if (st.Find("transformer.wte.weight")) {
+  if (shard_info) {
+    // A stage shard has no wte to recognise the naming by; any prefixed name will do.
+    for (const TensorInfo& info : st.tensors()) {
+      if (info.name.starts_with("transformer.")) checkpoint->prefix_ = "transformer.";
+    }
+  } else if (st.Find("transformer.wte.weight")) {
     checkpoint->prefix_ = "transformer.";
   } else if (!st.Find("wte.weight")) {
     return Status::Error(path + ": missing tensor wte.weight (nor transformer.wte.weight); " +
@@ -105,8 +200,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
   }
   const std::string& prefix = checkpoint->prefix_;
 
-  // Check the whole model against the config, not only the parts this process maps, so a
-  // mismatched checkpoint fails the same way on every node.
+  // Check everything the folder holds against the config, not only the parts this process maps,
+  // so a mismatched checkpoint fails the same way on every node.
   const ModelConfig& cfg = checkpoint->config_;
   auto check_tensor = [&](const std::string& name, const std::vector<int64_t>& shape) -> Status {
     const TensorInfo* info = st.Find(name);
@@ -125,10 +220,17 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     }
     return Status::Ok();
   };
-  for (const ExpectedTensor& tensor : ExpectedTensors(cfg)) {
+  const LayerRange held = checkpoint->held_layers();
+  const bool has_lm_head = st.Find("lm_head.weight") != nullptr;
+  std::vector<ExpectedTensor> expected =
+      ExpectedTensors(cfg, held, checkpoint->holds_embeddings(), checkpoint->holds_head());
+  if (checkpoint->holds_head() && !checkpoint->holds_embeddings() && !has_lm_head) {
+    // A head-only shard without lm_head.weight needs wte to tie the head to.
+    expected.push_back({"wte.weight", {cfg.vocab_size, cfg.n_embd}});
+  }
+  for (const ExpectedTensor& tensor : expected) {
     DGPT_RETURN_IF_ERROR(check_tensor(prefix + tensor.name, tensor.shape));
   }
-  const bool has_lm_head = st.Find("lm_head.weight") != nullptr;
   if (has_lm_head) {
     DGPT_RETURN_IF_ERROR(check_tensor("lm_head.weight", {cfg.vocab_size, cfg.n_embd}));
   }
@@ -140,14 +242,31 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
                       "n_layer {}",
                       path, info.name, block, cfg.n_layer));
     }
+    if (block >= 0 && !held.contains(block)) {
+      return Status::Error(
+          fmt::format("{}: tensor {} belongs to block {} but {}/{} says the shard "
+                      "holds layers {}:{}",
+                      path, info.name, block, dir, kShardFileName, held.begin, held.end));
+    }
   }
-  checkpoint->weight_dtype_ = st.Find(prefix + "wte.weight")->dtype;
+  checkpoint->weight_dtype_ =
+      expected.empty() ? DType::kF32 : st.Find(prefix + expected.front().name)->dtype;
 
   LayerRange layers = options.layers;
   if (layers.end < 0) layers.end = cfg.n_layer;
   if (layers.begin < 0 || layers.begin > layers.end || layers.end > cfg.n_layer) {
     return Status::Error(fmt::format("{}: layer range {}:{} is outside the model's {} layers", dir,
                                      layers.begin, layers.end, cfg.n_layer));
+  }
+  if (layers.size() > 0 && (layers.begin < held.begin || layers.end > held.end)) {
+    return Status::Error(fmt::format("{} holds layers {}:{} but layers {}:{} were requested", dir,
+                                     held.begin, held.end, layers.begin, layers.end));
+  }
+  if (options.embeddings && !checkpoint->holds_embeddings()) {
+    return Status::Error(dir + " is a stage shard without embeddings (wte, wpe)");
+  }
+  if (options.head && !checkpoint->holds_head()) {
+    return Status::Error(dir + " is a stage shard without the head (ln_f, lm_head)");
   }
   checkpoint->layers_ = layers;
 
@@ -158,23 +277,20 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     return Status::Ok();
   };
   for (int i = layers.begin; i < layers.end; ++i) {
-    const std::string h = fmt::format("{}h.{}.", prefix, i);
+    // BlockWeights' fields are in kBlockTensorNames order.
     BlockWeights block{};
-    DGPT_RETURN_IF_ERROR(map_into(&block.ln1_weight, h + "ln_1.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.ln1_bias, h + "ln_1.bias"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.qkv_weight, h + "attn.c_attn.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.qkv_bias, h + "attn.c_attn.bias"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.attn_proj_weight, h + "attn.c_proj.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.attn_proj_bias, h + "attn.c_proj.bias"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.ln2_weight, h + "ln_2.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.ln2_bias, h + "ln_2.bias"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.fc_weight, h + "mlp.c_fc.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.fc_bias, h + "mlp.c_fc.bias"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.mlp_proj_weight, h + "mlp.c_proj.weight"));
-    DGPT_RETURN_IF_ERROR(map_into(&block.mlp_proj_bias, h + "mlp.c_proj.bias"));
+    const float** targets[] = {&block.ln1_weight, &block.ln1_bias,         &block.qkv_weight,
+                               &block.qkv_bias,   &block.attn_proj_weight, &block.attn_proj_bias,
+                               &block.ln2_weight, &block.ln2_bias,         &block.fc_weight,
+                               &block.fc_bias,    &block.mlp_proj_weight,  &block.mlp_proj_bias};
+    static_assert(std::size(targets) == kBlockTensorNames.size());
+    for (size_t t = 0; t < kBlockTensorNames.size(); ++t) {
+      DGPT_RETURN_IF_ERROR(
+          map_into(targets[t], fmt::format("{}h.{}.{}", prefix, i, kBlockTensorNames[t])));
+    }
     checkpoint->blocks_.push_back(block);
   }
-  if (options.embeddings || options.head) {
+  if (options.embeddings || (options.head && !has_lm_head)) {
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->wte_, prefix + "wte.weight"));
   }
   if (options.embeddings) {

@@ -6,15 +6,19 @@
 
 namespace dgpt {
 
-LocalBlockRunner::LocalBlockRunner(const Checkpoint& model, ThreadPool& pool, int max_chunk_tokens)
-    : model_(model), pool_(pool), workspace_(model.config(), max_chunk_tokens) {}
+LocalBlockRunner::LocalBlockRunner(const Checkpoint& model, ThreadPool& pool, int chunk_tokens,
+                                   std::optional<LayerRange> layers)
+    : model_(model),
+      pool_(pool),
+      layers_(layers.value_or(model.layers())),
+      workspace_(model.config(), chunk_tokens) {}
 
 Status LocalBlockRunner::Begin(int capacity) {
-  cache_ = std::make_unique<KvCache>(model_.layers(), capacity, model_.config().n_embd);
+  cache_ = std::make_unique<KvCache>(layers_, capacity, model_.config().n_embd);
   return Status::Ok();
 }
 
-Status LocalBlockRunner::Forward(float* x, int T) {
+Status LocalBlockRunner::Forward(float* x, int T, bool /*all_rows*/) {
   if (!cache_) return Status::Error("internal: Forward before Begin");
   if (cache_->length() + T > cache_->capacity()) {
     return Status::Error(fmt::format("sequence is full ({} positions)", cache_->capacity()));
@@ -97,18 +101,14 @@ Result<GenerationResult> Generate(const Checkpoint& model, BlockRunner& blocks,
   } end_on_exit{blocks};
 
   EmbedTokens(x.data(), model, prompt, 0);
-  for (size_t done = 0; done < prompt.size();) {
-    const int chunk =
-        static_cast<int>(std::min<size_t>(prompt.size() - done, options.prefill_chunk));
-    DGPT_RETURN_IF_ERROR(blocks.Forward(x.data() + done * C, chunk));
-    done += chunk;
-  }
+  DGPT_RETURN_IF_ERROR(blocks.Forward(x.data(), static_cast<int>(prompt.size()), false));
   result.prefill_seconds = SecondsSince(start);
   const float* last = x.data() + (prompt.size() - 1) * C;
   int position = static_cast<int>(prompt.size());
   Clock::time_point first_token_time;
   while (static_cast<int>(result.generated_ids.size()) < options.max_tokens) {
     ComputeLogits(logits.data(), last, model, normed.data(), pool);
+    if (options.observe_logits) options.observe_logits(logits);
     const TokenId next = sampler.Sample(logits, context_ids);
     result.generated_ids.push_back(next);
     context_ids.push_back(next);
@@ -127,7 +127,7 @@ Result<GenerationResult> Generate(const Checkpoint& model, BlockRunner& blocks,
     if (static_cast<int>(result.generated_ids.size()) == options.max_tokens) break;
     x.resize(C);
     EmbedTokens(x.data(), model, std::span(&next, 1), position++);
-    DGPT_RETURN_IF_ERROR(blocks.Forward(x.data(), 1));
+    DGPT_RETURN_IF_ERROR(blocks.Forward(x.data(), 1, false));
     last = x.data();
   }
   if (!result.generated_ids.empty()) {

@@ -23,23 +23,29 @@ class BlockRunner {
   virtual ~BlockRunner() = default;
   // Starts a new sequence with room for `capacity` positions.
   virtual Status Begin(int capacity) = 0;
-  // x[T, C] in place; positions continue where the previous call of this sequence stopped.
-  virtual Status Forward(float* x, int T) = 0;
+  // Runs x[T, C] in place; positions continue where the previous call of this sequence stopped.
+  // With all_rows false only the last row of x is guaranteed to be updated (all the LM head
+  // needs), which lets a pipeline send back one row instead of T.
+  virtual Status Forward(float* x, int T, bool all_rows) = 0;
   // Frees the sequence's state.
   virtual void End() = 0;
 };
 
-// All blocks in this process, over a checkpoint loaded with every layer.
+// The blocks of `layers` in this process (all of them by default). Prompts are computed in
+// chunks of `chunk_tokens` rows — the same chunking a pipeline uses, so that both give
+// bit-identical results.
 class LocalBlockRunner : public BlockRunner {
  public:
-  LocalBlockRunner(const Checkpoint& model, ThreadPool& pool, int max_chunk_tokens);
+  LocalBlockRunner(const Checkpoint& model, ThreadPool& pool, int chunk_tokens,
+                   std::optional<LayerRange> layers = std::nullopt);
   Status Begin(int capacity) override;
-  Status Forward(float* x, int T) override;
+  Status Forward(float* x, int T, bool all_rows) override;
   void End() override { cache_.reset(); }
 
  private:
   const Checkpoint& model_;
   ThreadPool& pool_;
+  LayerRange layers_;
   Workspace workspace_;
   std::unique_ptr<KvCache> cache_;
 };
@@ -52,7 +58,8 @@ struct GenerationOptions {
   // Drop the oldest prompt tokens when prompt + max_tokens exceeds the context, instead of
   // failing.
   bool truncate_prompt = false;
-  int prefill_chunk = 256;  // prompt tokens per forward call
+  // Sees the raw logits of every step before sampling changes them (for --logits-out).
+  std::function<void(std::span<const float>)> observe_logits;
 };
 
 enum class StopReason { kEndOfText, kMaxTokens, kCaller };

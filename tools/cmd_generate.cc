@@ -1,5 +1,7 @@
-// dgpt generate: load a model, stream a completion of a prompt to stdout.
+// dgpt generate: load a model, stream a completion of a prompt to stdout — in this process, or
+// through a pipeline of workers (--workers, --local-workers).
 #include <fmt/format.h>
+#include <signal.h>
 
 #include <cstdio>
 #include <iostream>
@@ -10,9 +12,11 @@
 #include "engine/checkpoint.h"
 #include "engine/generator.h"
 #include "engine/ops.h"
+#include "net/coordinator.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/local_workers.h"
 #include "tools/text_stream.h"
 
 namespace dgpt::cli {
@@ -22,6 +26,7 @@ struct GenerateArgs {
   std::string model_dir;
   std::optional<std::string> prompt;
   std::string prompt_ids;
+  bool lines = false;
   int max_tokens = 64;
   SamplingOptions sampling;
   std::optional<uint64_t> seed;
@@ -30,83 +35,215 @@ struct GenerateArgs {
   bool truncate = false;
   int threads = 0;
   bool json = false;
+  std::string logits_out;
+  int prefill_chunk = 128;
+  // Pipeline.
+  std::vector<std::string> workers;
+  int local_workers = 0;
+  std::string layers;
+  std::string local_layers;
+  std::string wire_dtype = "f32";
+  std::string auth_key_file;
+  double timeout_s = 60;
+  int worker_threads = 0;
 };
 
-int RunGenerate(const GenerateArgs& args) {
-  auto fail = [](const std::string& message) { return ReportError("generate", message); };
-  const int threads = args.threads > 0 ? args.threads : DefaultThreadCount();
-  SetBlasThreads(threads);
-  ThreadPool pool(threads);
+// Everything one run needs, set up once and reused for every prompt (--lines).
+struct Session {
+  explicit Session(const GenerateArgs& arguments) : args(arguments) {}
+  const GenerateArgs& args;
+  int threads = 1;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Checkpoint> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LocalWorkers> local_workers;
+  std::unique_ptr<BlockRunner> blocks;
+  net::Pipeline* pipeline = nullptr;  // = blocks, when running through workers
+  std::FILE* logits_file = nullptr;
+  bool warned_random = false;
 
-  auto model = Checkpoint::Load(args.model_dir);
-  if (!model.ok()) return fail(model.status().message());
+  ~Session() {
+    blocks.reset();  // disconnect before the local workers stop
+    if (logits_file) std::fclose(logits_file);
+  }
+};
+
+bool UsesPipeline(const GenerateArgs& args) {
+  return !args.workers.empty() || args.local_workers > 0;
+}
+
+Result<LayerRange> ParseRange(const std::string& text, const char* option) {
+  LayerRange range;
+  char extra = 0;
+  if (std::sscanf(text.c_str(), "%d:%d%c", &range.begin, &range.end, &extra) != 2 ||
+      range.begin < 0 || range.end <= range.begin) {
+    return Status::Error(fmt::format("{} \"{}\" is not a layer range like 0:4", option, text));
+  }
+  return range;
+}
+
+Status SetUp(Session& s) {
+  const GenerateArgs& args = s.args;
+  s.threads = args.threads > 0 ? args.threads : DefaultThreadCount();
+  SetBlasThreads(s.threads);
+  s.pool = std::make_unique<ThreadPool>(s.threads);
+
+  std::optional<LayerRange> local_layers;
+  if (!args.local_layers.empty()) {
+    auto range = ParseRange(args.local_layers, "--local-layers");
+    if (!range.ok()) return range.status();
+    local_layers = *range;
+  }
+  if (!UsesPipeline(args) && local_layers) {
+    return Status::Error("--local-layers needs --workers or --local-workers");
+  }
+  // The coordinator maps the embeddings, the head and its own layers; the workers' layers are
+  // only hashed (for the fingerprints), never computed here.
+  LoadOptions load;
+  if (UsesPipeline(args)) load.layers = local_layers.value_or(LayerRange{0, 0});
+  auto model = Checkpoint::Load(args.model_dir, load);
+  if (!model.ok()) return model.status();
+  s.model = std::move(model).value();
   auto tokenizer = LoadTokenizer(args.model_dir);
-  if (!tokenizer.ok()) return fail(tokenizer.status().message());
-  if ((*tokenizer)->vocab_size() > model.value()->config().vocab_size) {
-    return fail(fmt::format("{}: the tokenizer has {} tokens but the model only {}", args.model_dir,
-                            (*tokenizer)->vocab_size(), model.value()->config().vocab_size));
+  if (!tokenizer.ok()) return tokenizer.status();
+  s.tokenizer = std::move(tokenizer).value();
+  if (s.tokenizer->vocab_size() > s.model->config().vocab_size) {
+    return Status::Error(fmt::format("{}: the tokenizer has {} tokens but the model only {}",
+                                     args.model_dir, s.tokenizer->vocab_size(),
+                                     s.model->config().vocab_size));
+  }
+  if (!args.logits_out.empty()) {
+    s.logits_file = std::fopen(args.logits_out.c_str(), "wb");
+    if (!s.logits_file) return Status::Error("cannot write " + args.logits_out);
+  }
+  if (!UsesPipeline(args)) {
+    s.blocks = std::make_unique<LocalBlockRunner>(*s.model, *s.pool, args.prefill_chunk);
+    return Status::Ok();
   }
 
-  std::vector<TokenId> prompt;
-  if (!args.prompt_ids.empty()) {
-    auto ids = ParseTokenIds(args.prompt_ids);
-    if (!ids.ok()) return fail(ids.status().message());
-    prompt = *ids;
-  } else {
-    std::string text;
-    if (args.prompt) {
-      text = *args.prompt;
-    } else {
-      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    }
-    prompt = (*tokenizer)->Encode(text);
+  net::PipelineOptions pipeline;
+  pipeline.workers = args.workers;
+  pipeline.layers = args.layers;
+  pipeline.local_layers = local_layers;
+  pipeline.prefill_chunk = args.prefill_chunk;
+  pipeline.timeout = net::Duration(static_cast<int64_t>(args.timeout_s * 1000));
+  if (args.wire_dtype == "f16") {
+    pipeline.wire_dtype = net::WireDType::kF16;
+  } else if (args.wire_dtype != "f32") {
+    return Status::Error("--wire-dtype must be f32 or f16");
   }
+  if (!args.auth_key_file.empty()) {
+    auto key = net::LoadAuthKey(args.auth_key_file);
+    if (!key.ok()) return key.status();
+    pipeline.auth_key = *key;
+  }
+  if (args.local_workers > 0) {
+    const int worker_threads =
+        args.worker_threads > 0 ? args.worker_threads : std::max(1, s.threads / args.local_workers);
+    std::vector<std::string> worker_args = {"--model", args.model_dir, "--threads",
+                                            std::to_string(worker_threads)};
+    if (!args.auth_key_file.empty()) {
+      worker_args.insert(worker_args.end(), {"--auth-key-file", args.auth_key_file});
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    auto workers = LocalWorkers::Spawn(args.local_workers, worker_args, tmp ? tmp : "/tmp");
+    if (!workers.ok()) return workers.status();
+    s.local_workers = std::move(workers).value();
+    pipeline.workers.insert(pipeline.workers.end(), s.local_workers->addresses().begin(),
+                            s.local_workers->addresses().end());
+  }
+  auto connected = net::Pipeline::Connect(*s.model, *s.pool, pipeline);
+  if (!connected.ok()) return connected.status();
+  std::fprintf(stderr, "pipeline: %s\n", connected.value()->PlanDescription().c_str());
+  s.pipeline = connected.value().get();
+  s.blocks = std::move(connected).value();
+  return Status::Ok();
+}
+
+// What each worker reports after a request: its layers, KV slots in use, work done.
+nlohmann::json StageReport(net::Pipeline& pipeline) {
+  nlohmann::json stages = nlohmann::json::array();
+  auto stats = pipeline.CollectStats();
+  if (!stats.ok()) return {{"error", stats.status().message()}};
+  for (size_t i = 0; i < stats->size(); ++i) {
+    const net::StatsReply& st = (*stats)[i];
+    stages.push_back({{"address", pipeline.stages()[i].address},
+                      {"layers", {st.layer_begin, st.layer_end}},
+                      {"sequences_in_use", st.sequences_in_use},
+                      {"max_sequences", st.max_sequences},
+                      {"kv_cache_bytes", st.kv_cache_bytes},
+                      {"forwards", st.forwards},
+                      {"tokens", st.tokens},
+                      {"compute_seconds", st.compute_ns / 1e9}});
+  }
+  return stages;
+}
+
+// Generates one completion; streams text unless --json. Returns false on failure (reported).
+bool RunOne(Session& s, const std::string* text, const std::vector<TokenId>* ids) {
+  const GenerateArgs& args = s.args;
+  std::vector<TokenId> prompt = ids ? *ids : s.tokenizer->Encode(*text);
 
   GenerationOptions options;
   options.max_tokens = args.max_tokens;
   options.sampling = args.sampling;
   options.sampling.seed = args.seed ? *args.seed : std::random_device{}();
-  options.end_of_text = (*tokenizer)->eos_id();
+  options.end_of_text = s.tokenizer->eos_id();
   options.ignore_end_of_text = args.ignore_eos;
   options.truncate_prompt = args.truncate;
+  if (s.logits_file) {
+    options.observe_logits = [&](std::span<const float> logits) {
+      std::fwrite(logits.data(), sizeof(float), logits.size(), s.logits_file);
+    };
+  }
 
-  TextStream text(**tokenizer, args.stop);
-  auto on_token = [&, first = true](TokenId id) mutable {
-    if (first) WarnIfRandomModel(args.model_dir);  // once the run is known to be going
-    first = false;
-    if (id >= (*tokenizer)->vocab_size()) return true;  // a model slot with no text
-    const std::string chunk = text.Push(id);
+  TextStream stream(*s.tokenizer, args.stop);
+  bool printed = false;
+  auto on_token = [&](TokenId id) {
+    if (!s.warned_random) WarnIfRandomModel(args.model_dir);  // once the run is known to go
+    s.warned_random = true;
+    if (id >= s.tokenizer->vocab_size()) return true;  // a model slot with no text
+    const std::string chunk = stream.Push(id);
     if (!args.json) {
       std::fwrite(chunk.data(), 1, chunk.size(), stdout);
       std::fflush(stdout);
+      printed |= !chunk.empty();
     }
-    return !text.stopped();
+    return !stream.stopped();
   };
-  LocalBlockRunner blocks(*model.value(), pool, /*max_chunk_tokens=*/256);
-  auto result = Generate(*model.value(), blocks, prompt, options, pool, on_token);
-  if (!result.ok()) return fail(result.status().message());
-  const std::string tail = text.Finish();
+  auto result = Generate(*s.model, *s.blocks, prompt, options, *s.pool, on_token);
+  if (!result.ok()) {
+    if (args.json && args.lines) {
+      std::cout << nlohmann::json{{"error", result.status().message()}}.dump() << std::endl;
+    }
+    if (!args.json && printed) std::fputc('\n', stdout);  // end the partial line
+    std::fflush(stdout);
+    ReportError("generate", result.status().message());
+    return false;
+  }
+  const std::string tail = stream.Finish();
   const GenerationResult& r = *result;
-
   const double prompt_rate = r.prompt_ids.size() / std::max(r.prefill_seconds, 1e-9);
   const size_t decoded = r.generated_ids.empty() ? 0 : r.generated_ids.size() - 1;
   const double decode_rate = decoded / std::max(r.decode_seconds, 1e-9);
   if (args.json) {
-    nlohmann::json out = {{"model", args.model_dir},
-                          {"prompt_ids", r.prompt_ids},
-                          {"generated_ids", r.generated_ids},
-                          {"text", text.text() + tail},
-                          {"stop_reason", text.stopped() ? "stop" : StopReasonName(r.stop_reason)},
-                          {"seed", options.sampling.seed},
-                          {"threads", threads},
-                          {"timings",
-                           {{"prompt_tokens", r.prompt_ids.size()},
-                            {"prefill_seconds", r.prefill_seconds},
-                            {"prompt_tokens_per_second", prompt_rate},
-                            {"first_token_seconds", r.first_token_seconds},
-                            {"generated_tokens", r.generated_ids.size()},
-                            {"decode_seconds", r.decode_seconds},
-                            {"decode_tokens_per_second", decode_rate}}}};
+    nlohmann::json out = {
+        {"model", args.model_dir},
+        {"prompt_ids", r.prompt_ids},
+        {"generated_ids", r.generated_ids},
+        {"text", stream.text()},
+        {"stop_reason", stream.stopped() ? "stop" : StopReasonName(r.stop_reason)},
+        {"seed", options.sampling.seed},
+        {"threads", s.threads},
+        {"timings",
+         {{"prompt_tokens", r.prompt_ids.size()},
+          {"prefill_seconds", r.prefill_seconds},
+          {"prompt_tokens_per_second", prompt_rate},
+          {"first_token_seconds", r.first_token_seconds},
+          {"generated_tokens", r.generated_ids.size()},
+          {"decode_seconds", r.decode_seconds},
+          {"decode_tokens_per_second", decode_rate}}}};
+    if (s.pipeline) out["stages"] = StageReport(*s.pipeline);
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::fwrite(tail.data(), 1, tail.size(), stdout);
@@ -118,8 +255,34 @@ int RunGenerate(const GenerateArgs& args) {
                "%.1f tok/s | seed %llu, %d threads\n",
                r.prompt_ids.size(), prompt_rate, r.first_token_seconds * 1e3,
                r.generated_ids.size(), decode_rate,
-               static_cast<unsigned long long>(options.sampling.seed), threads);
-  return 0;
+               static_cast<unsigned long long>(options.sampling.seed), s.threads);
+  return true;
+}
+
+int RunGenerate(const GenerateArgs& args) {
+  signal(SIGPIPE, SIG_IGN);  // a dead worker is an error message, not a silent exit
+  if (Status status = args.sampling.Validate(); !status.ok()) {
+    return ReportError("generate", status.message());
+  }
+  if (args.prefill_chunk < 1) return ReportError("generate", "--prefill-chunk must be >= 1");
+  Session session(args);
+  if (Status status = SetUp(session); !status.ok()) {
+    return ReportError("generate", status.message());
+  }
+  if (!args.prompt_ids.empty()) {
+    auto ids = ParseTokenIds(args.prompt_ids);
+    if (!ids.ok()) return ReportError("generate", ids.status().message());
+    return RunOne(session, nullptr, &ids.value()) ? 0 : 1;
+  }
+  if (args.prompt) return RunOne(session, &*args.prompt, nullptr) ? 0 : 1;
+  if (!args.lines) {
+    const std::string text((std::istreambuf_iterator<char>(std::cin)),
+                           std::istreambuf_iterator<char>());
+    return RunOne(session, &text, nullptr) ? 0 : 1;
+  }
+  bool all_ok = true;
+  for (std::string line; std::getline(std::cin, line);) all_ok &= RunOne(session, &line, nullptr);
+  return all_ok ? 0 : 1;
 }
 
 }  // namespace
@@ -128,12 +291,13 @@ void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt");
   cmd->add_option("--model,-m", args->model_dir,
-                  "Model folder (config.json, model.safetensors, "
-                  "tokenizer files)")
+                  "Model folder (config.json, model.safetensors, tokenizer files)")
       ->required();
   cmd->add_option("--prompt,-p", args->prompt, "Prompt text (default: read stdin)");
   cmd->add_option("--prompt-ids", args->prompt_ids,
                   "Prompt as token ids, e.g. 464,2068 (instead of text)");
+  cmd->add_flag("--lines", args->lines,
+                "Read stdin line by line: one completion per line (with --json, one object each)");
   cmd->add_option("--max-tokens,-n", args->max_tokens, "Tokens to generate")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));
@@ -152,6 +316,37 @@ void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
                 "Drop the oldest prompt tokens when the prompt does not fit the context");
   cmd->add_option("--threads", args->threads, "Threads (default: all cores)");
   cmd->add_flag("--json", args->json, "Print one JSON object instead of streaming text");
+  cmd->add_option("--logits-out", args->logits_out,
+                  "Write each step's logits (float32 [steps, vocab]) to this file");
+  cmd->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per forward chunk")
+      ->capture_default_str();
+
+  const char* pipeline = "Pipeline";
+  cmd->add_option("--workers,-w", args->workers, "Worker addresses HOST:PORT, in chain order")
+      ->delimiter(',')
+      ->group(pipeline);
+  cmd->add_option("--local-workers", args->local_workers,
+                  "Start N worker processes on loopback and run through them")
+      ->check(CLI::Range(0, 64))
+      ->group(pipeline);
+  cmd->add_option("--layers", args->layers,
+                  "Layers per worker: even (default), auto (by cores), or a:b,c:d,...")
+      ->group(pipeline);
+  cmd->add_option("--local-layers", args->local_layers,
+                  "Run these layers here (a prefix 0:k or a suffix k:n)")
+      ->group(pipeline);
+  cmd->add_option("--wire-dtype", args->wire_dtype,
+                  "Activations on the wire: f32 (exact) or f16 (half the bytes, rounded)")
+      ->capture_default_str()
+      ->group(pipeline);
+  cmd->add_option("--auth-key-file", args->auth_key_file, "Pre-shared key for the workers")
+      ->group(pipeline);
+  cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for a stage before failing")
+      ->capture_default_str()
+      ->group(pipeline);
+  cmd->add_option("--worker-threads", args->worker_threads,
+                  "Threads per --local-workers process (default: cores / N)")
+      ->group(pipeline);
   cmd->callback([args, runner] { *runner = [args] { return RunGenerate(*args); }; });
 }
 

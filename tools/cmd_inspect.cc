@@ -37,7 +37,7 @@ int RunInspect(const std::string& dir, bool json) {
 
   PartSize embeddings, head, total, ignored;
   std::vector<PartSize> layers(cfg.n_layer);
-  const std::string prefix = file.Find("transformer.wte.weight") ? "transformer." : "";
+  const std::string& prefix = model.value()->tensor_prefix();
   for (const TensorInfo& info : file.tensors()) {
     std::string_view name = info.name;
     if (name.starts_with(prefix)) name.remove_prefix(prefix.size());
@@ -57,7 +57,10 @@ int RunInspect(const std::string& dir, bool json) {
     total.Add(info);
   }
   const bool tied = file.Find("lm_head.weight") == nullptr;
-  const PartSize& per_layer = layers.empty() ? PartSize{} : layers[0];
+  // A shard (from `dgpt split`) holds only some layers; size a layer by the first it holds.
+  const LayerRange held = model.value()->held_layers();
+  const std::optional<ShardInfo>& shard = model.value()->shard();
+  const PartSize& per_layer = held.size() == 0 ? PartSize{} : layers[held.begin];
 
   if (json) {
     nlohmann::json out = {{"model", dir},
@@ -70,6 +73,13 @@ int RunInspect(const std::string& dir, bool json) {
                           {"lm_head_tied", tied},
                           {"bytes_per_layer", per_layer.bytes},
                           {"parameters_per_layer", per_layer.parameters}};
+    if (shard) {
+      out["shard"] = {{"layers", {held.begin, held.end}},
+                      {"has_embeddings", shard->has_embeddings},
+                      {"has_head", shard->has_head},
+                      {"fingerprint", shard->fingerprint},
+                      {"source", shard->source}};
+    }
     std::cout << out.dump(2) << std::endl;
     return 0;
   }
@@ -81,11 +91,22 @@ int RunInspect(const std::string& dir, bool json) {
       cfg.activation == Activation::kGeluTanh ? "gelu_new" : "gelu");
   fmt::print("parameters:   {} ({:.1f} M)\n", total.parameters, total.parameters / 1e6);
   fmt::print("dtype:        {}\n", DTypeName(model.value()->weight_dtype()));
-  fmt::print("embeddings:   {} (wte + wpe)\n", HumanBytes(embeddings.bytes));
-  fmt::print("per layer:    {} ({} parameters) x {} layers = {}\n", HumanBytes(per_layer.bytes),
-             per_layer.parameters, cfg.n_layer, HumanBytes(per_layer.bytes * cfg.n_layer));
-  fmt::print("head:         {}{}\n", HumanBytes(head.bytes),
-             tied ? " (ln_f; lm_head tied to wte)" : " (ln_f + lm_head)");
+  if (shard) {
+    fmt::print("shard:        layers {}:{}{}{}, fingerprint {}\n", held.begin, held.end,
+               shard->has_embeddings ? ", embeddings" : "", shard->has_head ? ", head" : "",
+               shard->fingerprint.empty() ? "(none recorded)" : shard->fingerprint);
+  }
+  if (model.value()->holds_embeddings()) {
+    fmt::print("embeddings:   {} (wte + wpe)\n", HumanBytes(embeddings.bytes));
+  }
+  if (held.size() > 0) {
+    fmt::print("per layer:    {} ({} parameters) x {} layers = {}\n", HumanBytes(per_layer.bytes),
+               per_layer.parameters, held.size(), HumanBytes(per_layer.bytes * held.size()));
+  }
+  if (model.value()->holds_head()) {
+    fmt::print("head:         {}{}\n", HumanBytes(head.bytes),
+               tied ? " (ln_f; lm_head tied to wte)" : " (ln_f + lm_head)");
+  }
   if (ignored.bytes)
     fmt::print("ignored:      {} (attention mask buffers)\n", HumanBytes(ignored.bytes));
   fmt::print("total:        {}\n", HumanBytes(total.bytes));

@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
   dgpt::cli::CommandRunner runner;
   dgpt::cli::AddGenerateCommand(app, &runner);
   dgpt::cli::AddInspectCommand(app, &runner);
+  dgpt::cli::AddSplitCommand(app, &runner);
   dgpt::cli::AddTokenizeCommand(app, &runner);
+  dgpt::cli::AddWorkerCommand(app, &runner);
   CLI11_PARSE(app, argc, argv);
   return runner ? runner() : 1;
 }

@@ -5,6 +5,7 @@ Each case is one ctest test (`--case NAME`; `--list` prints them). Models are sm
 made by weights/make_random_model.py into --work.
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -199,6 +200,77 @@ def inspect_reports_sizes(ctx):
     text = ctx.run("inspect", model).stdout.decode()
     check("per layer:" in text and "parameters:" in text, text)
     print("ok:", out["parameters"], "parameters")
+
+
+@case
+def split_model(ctx):
+    model = ctx.model()  # 2 layers
+    out = os.path.join(ctx.work, "split-cli")
+    shutil.rmtree(out, ignore_errors=True)
+    proc = ctx.run("split", "--model", model, "--stages", "0:1,1:2", "--out", out)
+    table = proc.stdout.decode()
+    check("stage-0" in table and "stage-1" in table and "coordinator" in table, table)
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    check(manifest["format"] == "dgpt-split-v1", f"manifest format {manifest['format']!r}")
+    check([s["layers"] for s in manifest["stages"]] == [[0, 1], [1, 2]], "manifest layers")
+    check(manifest["config"]["n_layer"] == 2, "manifest config")
+    for entry in manifest["stages"] + [manifest["coordinator"]]:
+        path = os.path.join(out, entry["dir"], "model.safetensors")
+        with open(path, "rb") as f:
+            data = f.read()
+        check(entry["bytes"] == len(data), f"{path}: bytes {entry['bytes']} vs {len(data)}")
+        check(entry["sha256"] == hashlib.sha256(data).hexdigest(), f"{path}: sha256")
+    for k, entry in enumerate(manifest["stages"]):
+        with open(os.path.join(out, entry["dir"], "shard.json")) as f:
+            shard = json.load(f)
+        check(shard["fingerprint"] == entry["fingerprint"] and len(shard["fingerprint"]) == 64,
+              f"stage {k} fingerprint")
+        check(shard["layers"] == [k, k + 1] and not shard["has_embeddings"], f"stage {k} shard")
+        check(entry["fingerprint"][:16] in table, "the table shows a fingerprint prefix")
+    check(manifest["stages"][0]["fingerprint"] != manifest["stages"][1]["fingerprint"],
+          "stages have different fingerprints")
+
+    # inspect understands shards.
+    C = 32
+    per_layer = 12 * C * C + 13 * C
+    stage = json.loads(ctx.run("inspect", os.path.join(out, "stage-1"), "--json").stdout)
+    check(stage["shard"]["layers"] == [1, 2], f"inspect shard {stage.get('shard')}")
+    check(stage["parameters"] == per_layer, f"stage parameters {stage['parameters']}")
+    check(stage["bytes_per_layer"] == 4 * per_layer, "stage bytes per layer")
+    text = ctx.run("inspect", os.path.join(out, "stage-1")).stdout.decode()
+    check("shard:        layers 1:2" in text and "per layer:" in text, text)
+    coordinator = json.loads(ctx.run("inspect", os.path.join(out, "coordinator"), "--json").stdout)
+    check(coordinator["shard"]["has_embeddings"] and coordinator["parameters_per_layer"] == 0,
+          f"inspect coordinator {coordinator}")
+
+    # A stage shard cannot generate on its own; the error says what it holds.
+    one_line_error(ctx.run("generate", "--model", os.path.join(out, "stage-1"), "--prompt", "hi",
+                           expect=None), "holds layers 1:2 but layers 0:2 were requested")
+
+    half = os.path.join(ctx.work, "split-cli-f16")
+    shutil.rmtree(half, ignore_errors=True)
+    ctx.run("split", "--model", model, "--stages", "auto:2", "--out", half, "--dtype", "f16")
+    with open(os.path.join(half, "manifest.json")) as f:
+        half_manifest = json.load(f)
+    check([s["layers"] for s in half_manifest["stages"]] == [[0, 1], [1, 2]], "auto:2 layers")
+    check(half_manifest["stages"][0]["fingerprint"] != manifest["stages"][0]["fingerprint"],
+          "f16 and f32 shards have different fingerprints")
+    half_stage = json.loads(ctx.run("inspect", os.path.join(half, "stage-0"), "--json").stdout)
+    check(half_stage["dtype"] == "F16", f"f16 shard dtype {half_stage['dtype']}")
+
+    bad = os.path.join(ctx.work, "split-cli-bad")
+    one_line_error(ctx.run("split", "--model", model, "--stages", "0:1", "--out", bad,
+                           expect=None), "--stages 0:1 leaves layer 1 uncovered")
+    one_line_error(ctx.run("split", "--model", model, "--stages", "0:2,1:2", "--out", bad,
+                           expect=None), "layer 1 to more than one stage")
+    one_line_error(ctx.run("split", "--model", model, "--stages", "zero:1", "--out", bad,
+                           expect=None), "is not BEGIN:END")
+    one_line_error(ctx.run("split", "--model", model, "--stages", "auto:2", "--out", bad,
+                           "--dtype", "f8", expect=None), "--dtype")
+    one_line_error(ctx.run("split", "--model", os.path.join(out, "stage-0"), "--stages", "0:2",
+                           "--out", bad, expect=None), "already a shard")
+    check(not os.path.exists(bad), "nothing written on a bad split")
 
 
 def main():

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   std::vector<float> x(static_cast<size_t>(T) * C), logits(static_cast<size_t>(T) * V), normed(C);
   EmbedTokens(x.data(), *model.value(), ids, 0);
   auto forward = [&](int first, int count) {
-    Status s = blocks.Forward(x.data() + static_cast<size_t>(first) * C, count);
+    Status s = blocks.Forward(x.data() + static_cast<size_t>(first) * C, count, true);
     if (!s.ok()) {
       fmt::print(stderr, "dump_logits: {}\n", s.message());
       std::exit(1);

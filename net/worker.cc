@@ -1,0 +1,594 @@
+#include "net/worker.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "engine/checkpoint.h"
+#include "engine/fingerprint.h"
+#include "engine/kv_cache.h"
+#include "engine/ops.h"
+#include "engine/thread_pool.h"
+#include "engine/transformer.h"
+#include "net/log.h"
+
+namespace dgpt::net {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr Duration kHandshakeTimeout = std::chrono::seconds(10);
+constexpr int kWorkspaceTokens = 128;  // grows to the largest chunk received
+
+// What the coordinator assigned: the loaded blocks and where their output goes.
+struct Assignment {
+  std::shared_ptr<const Checkpoint> model;
+  LayerRange layers;
+  WireDType wire_dtype = WireDType::kF32;
+  uint32_t max_sequences = 0;
+  bool last_stage = false;
+  std::shared_ptr<Connection> next_hop;
+  uint64_t owner = 0;  // the control connection that assigned it
+};
+
+struct Sequence {
+  std::unique_ptr<KvCache> cache;
+  Clock::time_point last_used;
+};
+
+// A frame from a data connection, waiting for the compute thread.
+struct Job {
+  Message message;
+};
+
+}  // namespace
+
+class Worker::Impl {
+ public:
+  explicit Impl(const WorkerOptions& options)
+      : options_(options), pool_(options.threads > 0 ? options.threads : DefaultThreadCount()) {}
+
+  Status Init();
+  void Stop();
+  void Wait();
+  uint16_t port() const { return listener_->port(); }
+
+ private:
+  std::string component() const;
+  void AcceptLoop();
+  void ServeConnection(std::shared_ptr<Connection> connection, uint64_t id);
+  void ServeControl(Connection& connection, uint64_t id);
+  void ServeData(Connection& connection);
+  Message HandleAssign(const Message& request, uint64_t control_id);
+  Message HandleRelease(const Message& request);
+  Message HandleStats();
+  void ComputeLoop();
+  void Process(const Message& message);
+  Status RunForward(const Assignment& assignment, const Message& message, Message* output);
+  void SendDownstream(const Assignment& assignment, const Message& message);
+  void DropSequences(const char* why);
+  void SweepIdleSequences();
+
+  WorkerOptions options_;
+  ThreadPool pool_;
+  std::unique_ptr<Listener> listener_;
+  ModelConfig config_;
+  std::optional<LayerRange> shard_layers_;  // set when the folder is a shard
+
+  std::mutex mutex_;  // guards everything below
+  std::shared_ptr<Assignment> assignment_;
+  std::shared_ptr<const Checkpoint> loaded_;  // kept across re-ASSIGNs of the same range
+  std::map<uint64_t, std::shared_ptr<Sequence>> sequences_;
+  std::deque<Job> jobs_;
+  std::condition_variable jobs_changed_;
+  std::map<uint64_t, std::shared_ptr<Connection>> connections_;
+  std::list<std::thread> connection_threads_;
+  uint64_t next_connection_id_ = 1;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  std::condition_variable stopped_changed_;
+  uint64_t forwards_ = 0, tokens_ = 0, compute_ns_ = 0;
+
+  std::thread accept_thread_;
+  std::thread compute_thread_;
+  std::unique_ptr<Workspace> workspace_;  // compute thread only
+};
+
+Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Worker::~Worker() {
+  Stop();
+  Wait();
+}
+uint16_t Worker::port() const { return impl_->port(); }
+void Worker::Stop() { impl_->Stop(); }
+void Worker::Wait() { impl_->Wait(); }
+
+Result<std::unique_ptr<Worker>> Worker::Start(const WorkerOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  DGPT_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Worker>(new Worker(std::move(impl)));
+}
+
+std::string Worker::Impl::component() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mutex_));
+  if (!assignment_) return "worker[unassigned]";
+  return fmt::format("worker[{}:{}]", assignment_->layers.begin, assignment_->layers.end);
+}
+
+Status Worker::Impl::Init() {
+  // Check the whole folder now, so a bad model fails at start-up and not at the first ASSIGN;
+  // map nothing until the coordinator says which layers.
+  auto probe = Checkpoint::Load(options_.model_dir,
+                                LoadOptions{.layers = {0, 0}, .embeddings = false, .head = false});
+  if (!probe.ok()) return probe.status();
+  config_ = probe.value()->config();
+  if (probe.value()->shard()) shard_layers_ = probe.value()->held_layers();
+
+  auto listener = Listener::Listen(options_.listen);
+  if (!listener.ok()) return listener.status();
+  listener_ = std::move(listener).value();
+  if (options_.name.empty()) options_.name = fmt::format("{}:{}", listener_->host(), port());
+  SetBlasThreads(pool_.num_threads());
+  workspace_ = std::make_unique<Workspace>(config_, kWorkspaceTokens);
+  Log(component(), "listening on {}:{} with {} threads, model {} ({} layers{}){}", listener_->host(),
+      port(), pool_.num_threads(), options_.model_dir, config_.n_layer,
+      shard_layers_ ? fmt::format(", shard holding {}:{}", shard_layers_->begin, shard_layers_->end)
+                    : "",
+      options_.auth_key ? ", auth key required" : "");
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  compute_thread_ = std::thread([this] { ComputeLoop(); });
+  return Status::Ok();
+}
+
+void Worker::Impl::AcceptLoop() {
+  while (true) {
+    auto accepted = listener_->Accept();
+    if (!accepted.ok()) {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+      Log(component(), "accept failed: {}", accepted.status().message());
+      continue;
+    }
+    std::shared_ptr<Connection> connection = std::move(accepted).value();
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    const uint64_t id = next_connection_id_++;
+    connections_[id] = connection;
+    connection_threads_.emplace_back([this, connection, id] { ServeConnection(connection, id); });
+  }
+}
+
+void Worker::Impl::ServeConnection(std::shared_ptr<Connection> connection, uint64_t id) {
+  HandshakeOptions handshake{.role = Role::kData,  // our role byte is informational only
+                             .node_name = options_.name,
+                             .key = options_.auth_key ? &*options_.auth_key : nullptr,
+                             .connected_side = false,
+                             .max_frame_bytes = options_.max_frame_bytes,
+                             .cores = static_cast<uint32_t>(pool_.num_threads()),
+                             .free_memory_bytes = AvailableMemoryBytes()};
+  auto peer = Handshake(*connection, handshake, kHandshakeTimeout);
+  if (!peer.ok()) {
+    Log(component(), "refused connection from {}: {}", connection->peer(), peer.status().message());
+  } else if (peer->role == Role::kControl) {
+    Log(component(), "control connection from {} ({})", connection->peer(), peer->node_name);
+    ServeControl(*connection, id);
+  } else {
+    Log(component(), "data connection from {} ({})", connection->peer(), peer->node_name);
+    ServeData(*connection);
+  }
+  connection->Close();
+  std::lock_guard lock(mutex_);
+  connections_.erase(id);
+}
+
+void Worker::Impl::ServeControl(Connection& connection, uint64_t id) {
+  while (true) {
+    auto request = connection.Receive(kNoTimeout);
+    if (!request.ok()) {
+      if (request.status().message().find("closed") == std::string::npos) {
+        Log(component(), "control connection {}: {}", connection.peer(), request.status().message());
+      }
+      break;
+    }
+    Message reply;
+    reply.request_id = request->request_id;
+    switch (request->type()) {
+      case MessageType::kAssign: reply = HandleAssign(*request, id); break;
+      case MessageType::kRelease: reply = HandleRelease(*request); break;
+      case MessageType::kPing:
+        reply.payload = Pong{std::get<Ping>(request->payload).timestamp_ns};
+        break;
+      case MessageType::kStats: reply = HandleStats(); break;
+      default:
+        reply.payload = ErrorMsg{ErrorCode::kBadRequest,
+                                 fmt::format("{} is not a control request",
+                                             MessageTypeName(request->type()))};
+    }
+    reply.request_id = request->request_id;
+    if (Status s = connection.Send(reply, options_.io_timeout); !s.ok()) {
+      Log(component(), "control reply to {} failed: {}", connection.peer(), s.message());
+      break;
+    }
+  }
+  // The coordinator that owns our sequences is gone: free them.
+  std::shared_ptr<Assignment> assignment;
+  {
+    std::lock_guard lock(mutex_);
+    assignment = assignment_;
+  }
+  if (assignment && assignment->owner == id) DropSequences("coordinator disconnected");
+}
+
+void Worker::Impl::ServeData(Connection& connection) {
+  while (true) {
+    auto message = connection.Receive(kNoTimeout);
+    if (!message.ok()) {
+      if (message.status().message().find("closed") == std::string::npos) {
+        Log(component(), "data connection {}: {}", connection.peer(), message.status().message());
+      }
+      return;
+    }
+    const MessageType type = message->type();
+    if (type != MessageType::kForward && type != MessageType::kResult &&
+        type != MessageType::kError) {
+      SendErrorQuietly(connection, ErrorCode::kBadRequest,
+                       fmt::format("{} is not a data-path message", MessageTypeName(type)));
+      Log(component(), "data connection {}: unexpected {}, closing", connection.peer(),
+          MessageTypeName(type));
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    jobs_.push_back(Job{std::move(message).value()});
+    jobs_changed_.notify_one();
+  }
+}
+
+Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) {
+  const Assign& assign = std::get<Assign>(request.payload);
+  Message reply;
+  auto refuse = [&](ErrorCode code, const std::string& why) {
+    Log(component(), "ASSIGN refused: {}", why);
+    reply.payload = ErrorMsg{code, why};
+    return reply;
+  };
+  const LayerRange layers{static_cast<int>(assign.layer_begin), static_cast<int>(assign.layer_end)};
+  if (assign.n_layer != static_cast<uint32_t>(config_.n_layer) || layers.begin >= layers.end ||
+      layers.end > config_.n_layer) {
+    return refuse(ErrorCode::kWrongModel,
+                  fmt::format("asked for layers {}:{} of a {}-layer model, but {} holds a "
+                              "{}-layer model",
+                              layers.begin, layers.end, assign.n_layer, options_.model_dir,
+                              config_.n_layer));
+  }
+  if (shard_layers_ && (layers.begin < shard_layers_->begin || layers.end > shard_layers_->end)) {
+    return refuse(ErrorCode::kWrongModel,
+                  fmt::format("asked for layers {}:{} but the shard {} holds {}:{}", layers.begin,
+                              layers.end, options_.model_dir, shard_layers_->begin,
+                              shard_layers_->end));
+  }
+  std::shared_ptr<const Checkpoint> model;
+  {
+    std::lock_guard lock(mutex_);
+    if (loaded_ && loaded_->layers() == layers) model = loaded_;
+  }
+  if (!model) {
+    {
+      std::lock_guard lock(mutex_);
+      loaded_.reset();  // release the old mapping before mapping another range
+    }
+    auto loaded = Checkpoint::Load(options_.model_dir, LoadOptions{.layers = layers,
+                                                                   .embeddings = false,
+                                                                   .head = false});
+    if (!loaded.ok()) return refuse(ErrorCode::kInternal, loaded.status().message());
+    model = std::move(loaded).value();
+  }
+  auto fingerprint = StageFingerprint(*model, layers);
+  if (!fingerprint.ok()) return refuse(ErrorCode::kInternal, fingerprint.status().message());
+  if (*fingerprint != assign.fingerprint) {
+    return refuse(ErrorCode::kWrongModel,
+                  fmt::format("{} holds different weights for layers {}:{} (fingerprint {}, the "
+                              "coordinator expects {}); give this worker the same model",
+                              options_.model_dir, layers.begin, layers.end,
+                              FingerprintHex(*fingerprint).substr(0, 16),
+                              FingerprintHex(assign.fingerprint).substr(0, 16)));
+  }
+  auto next_hop = Connection::Connect(assign.next_hop, kHandshakeTimeout);
+  if (!next_hop.ok()) {
+    return refuse(ErrorCode::kInternal, "cannot reach the next hop: " + next_hop.status().message());
+  }
+  HandshakeOptions handshake{.role = Role::kData,
+                             .node_name = options_.name,
+                             .key = options_.auth_key ? &*options_.auth_key : nullptr,
+                             .connected_side = true,
+                             .max_frame_bytes = options_.max_frame_bytes};
+  if (auto peer = Handshake(*next_hop.value(), handshake, kHandshakeTimeout); !peer.ok()) {
+    return refuse(ErrorCode::kInternal, "next hop " + assign.next_hop + ": " + peer.status().message());
+  }
+
+  auto assignment = std::make_shared<Assignment>();
+  assignment->model = model;
+  assignment->layers = layers;
+  assignment->wire_dtype = assign.wire_dtype;
+  assignment->max_sequences = assign.max_sequences > 0 ? assign.max_sequences
+                                                       : static_cast<uint32_t>(options_.max_sequences);
+  assignment->max_sequences = std::min<uint32_t>(assignment->max_sequences, options_.max_sequences);
+  assignment->last_stage = (request.flags & kFlagLastStage) != 0;
+  assignment->next_hop = std::move(next_hop).value();
+  assignment->owner = control_id;
+  std::shared_ptr<Assignment> previous;
+  {
+    std::lock_guard lock(mutex_);
+    previous = std::move(assignment_);
+    assignment_ = assignment;
+    loaded_ = model;
+    sequences_.clear();
+  }
+  if (previous && previous->next_hop) previous->next_hop->Close();
+  Log(component(), "assigned layers {}:{} of {}, next hop {}{}, wire {}, up to {} sequences",
+      layers.begin, layers.end, config_.n_layer, assign.next_hop,
+      assignment->last_stage ? " (coordinator)" : "",
+      assign.wire_dtype == WireDType::kF16 ? "f16" : "f32", assignment->max_sequences);
+  uint64_t weight_bytes = 0;
+  for (int layer = layers.begin; layer < layers.end; ++layer) {
+    for (std::string_view name : kBlockTensorNames) {
+      const std::string full = fmt::format("{}h.{}.{}", model->tensor_prefix(), layer, name);
+      if (const TensorInfo* info = model->file().Find(full)) weight_bytes += info->num_bytes();
+    }
+  }
+  reply.payload = Assigned{*fingerprint, weight_bytes};
+  return reply;
+}
+
+Message Worker::Impl::HandleRelease(const Message& request) {
+  Message reply;
+  std::lock_guard lock(mutex_);
+  if (sequences_.erase(request.request_id) == 0) {
+    reply.payload = ErrorMsg{ErrorCode::kUnknownSequence,
+                             fmt::format("no sequence {}", request.request_id)};
+  } else {
+    reply.payload = Ok{};
+  }
+  return reply;
+}
+
+Message Worker::Impl::HandleStats() {
+  std::lock_guard lock(mutex_);
+  StatsReply stats;
+  stats.sequences_in_use = static_cast<uint32_t>(sequences_.size());
+  stats.max_sequences = assignment_ ? assignment_->max_sequences : options_.max_sequences;
+  for (const auto& [id, sequence] : sequences_) stats.kv_cache_bytes += sequence->cache->bytes();
+  stats.forwards = forwards_;
+  stats.tokens = tokens_;
+  stats.compute_ns = compute_ns_;
+  if (assignment_) {
+    stats.layer_begin = assignment_->layers.begin;
+    stats.layer_end = assignment_->layers.end;
+  }
+  Message reply;
+  reply.payload = stats;
+  return reply;
+}
+
+void Worker::Impl::DropSequences(const char* why) {
+  size_t dropped = 0;
+  {
+    std::lock_guard lock(mutex_);
+    dropped = sequences_.size();
+    sequences_.clear();
+  }
+  if (dropped) Log(component(), "freed {} sequences: {}", dropped, why);
+}
+
+void Worker::Impl::SweepIdleSequences() {
+  const auto now = Clock::now();
+  size_t freed = 0;
+  {
+    std::lock_guard lock(mutex_);
+    std::erase_if(sequences_, [&](const auto& entry) {
+      const bool idle = now - entry.second->last_used > options_.idle_timeout;
+      freed += idle;
+      return idle;
+    });
+  }
+  if (freed) Log(component(), "freed {} idle sequences", freed);
+}
+
+void Worker::Impl::ComputeLoop() {
+  while (true) {
+    Job job;
+    std::shared_ptr<Assignment> assignment;
+    {
+      std::unique_lock lock(mutex_);
+      jobs_changed_.wait_for(lock, std::chrono::seconds(1),
+                             [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_) {
+        // Fail what is queued so the coordinator hears about it instead of waiting.
+        auto pending = std::move(jobs_);
+        assignment = assignment_;
+        lock.unlock();
+        for (const Job& queued : pending) {
+          if (assignment && queued.message.type() == MessageType::kForward) {
+            SendDownstream(*assignment,
+                           Message{.request_id = queued.message.request_id,
+                                   .payload = ErrorMsg{ErrorCode::kShuttingDown,
+                                                       options_.name + " is shutting down"}});
+          }
+        }
+        return;
+      }
+      if (jobs_.empty()) {
+        lock.unlock();
+        SweepIdleSequences();
+        continue;
+      }
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    Process(job.message);
+  }
+}
+
+void Worker::Impl::Process(const Message& message) {
+  std::shared_ptr<Assignment> assignment;
+  {
+    std::lock_guard lock(mutex_);
+    assignment = assignment_;
+  }
+  if (!assignment) {
+    Log(component(), "dropped {} for sequence {}: no layers assigned yet",
+        MessageTypeName(message.type()), message.request_id);
+    return;
+  }
+  if (message.type() != MessageType::kForward) {  // RESULT / ERROR from upstream: pass it on
+    SendDownstream(*assignment, message);
+    return;
+  }
+  Message output;
+  Status status = RunForward(*assignment, message, &output);
+  if (!status.ok()) {
+    Log(component(), "sequence {}: {}", message.request_id, status.message());
+    return;
+  }
+  SendDownstream(*assignment, output);
+}
+
+Status Worker::Impl::RunForward(const Assignment& assignment, const Message& message,
+                                Message* output) {
+  const Forward& forward = std::get<Forward>(message.payload);
+  const uint64_t sequence_id = message.request_id;
+  const int C = config_.n_embd;
+  const int rows = static_cast<int>(forward.activations.rows);
+  auto fail = [&](ErrorCode code, const std::string& why) {
+    *output = Message{.request_id = sequence_id,
+                      .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}",
+                                                            assignment.layers.begin,
+                                                            assignment.layers.end, options_.name,
+                                                            why)}};
+    return Status::Ok();  // the error travels downstream to the coordinator
+  };
+  if (static_cast<int>(forward.activations.cols) != C || rows <= 0) {
+    return fail(ErrorCode::kBadRequest,
+                fmt::format("activations are {}x{}, expected rows x {}", rows,
+                            forward.activations.cols, C));
+  }
+  std::shared_ptr<Sequence> sequence;
+  {
+    std::lock_guard lock(mutex_);
+    if (forward.first_position == 0) {
+      if (forward.capacity == 0 || forward.capacity > static_cast<uint32_t>(config_.n_positions)) {
+        return fail(ErrorCode::kBadRequest, fmt::format("capacity {} is outside 1..{}",
+                                                        forward.capacity, config_.n_positions));
+      }
+      sequences_.erase(sequence_id);  // a restart of the same id replaces it
+      if (sequences_.size() >= assignment.max_sequences) {
+        return fail(ErrorCode::kCacheFull,
+                    fmt::format("all {} KV cache slots are in use; retry later or raise "
+                                "--max-sequences",
+                                assignment.max_sequences));
+      }
+      sequence = std::make_shared<Sequence>();
+      sequence->cache = std::make_unique<KvCache>(assignment.layers, forward.capacity, C);
+      sequences_[sequence_id] = sequence;
+    } else {
+      auto it = sequences_.find(sequence_id);
+      if (it == sequences_.end()) {
+        return fail(ErrorCode::kUnknownSequence,
+                    fmt::format("no sequence {} (released, timed out or never started)", sequence_id));
+      }
+      sequence = it->second;
+    }
+    sequence->last_used = Clock::now();
+  }
+  KvCache& cache = *sequence->cache;
+  if (static_cast<int>(forward.first_position) != cache.length() ||
+      cache.length() + rows > cache.capacity()) {
+    return fail(ErrorCode::kBadRequest,
+                fmt::format("chunk at position {} with {} rows does not continue the cache "
+                            "(length {}, capacity {})",
+                            forward.first_position, rows, cache.length(), cache.capacity()));
+  }
+
+  const auto start = Clock::now();
+  std::vector<float> x = forward.activations.values;
+  // One ForwardBlocks call per chunk, exactly as the coordinator chunked it: the same chunking
+  // as a single process, hence bit-identical results.
+  if (rows > workspace_->max_tokens()) workspace_ = std::make_unique<Workspace>(config_, rows);
+  ForwardBlocks(x.data(), rows, cache, *assignment.model, *workspace_, pool_);
+  {
+    std::lock_guard lock(mutex_);
+    forwards_++;
+    tokens_ += rows;
+    compute_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  }
+
+  Tensor out{.dtype = assignment.wire_dtype, .rows = static_cast<uint32_t>(rows),
+             .cols = static_cast<uint32_t>(C), .values = std::move(x)};
+  if (!assignment.last_stage) {
+    *output = Message{.flags = message.flags,
+                      .request_id = sequence_id,
+                      .payload = Forward{forward.first_position, forward.capacity, std::move(out)}};
+    return Status::Ok();
+  }
+  if (!(message.flags & (kFlagLastChunk | kFlagAllRows))) {
+    *output = Message{};  // a middle prefill chunk: nothing to report
+    output->payload = Ok{};
+    return Status::Ok();
+  }
+  uint32_t first = forward.first_position;
+  if (!(message.flags & kFlagAllRows)) {  // only the last row feeds the LM head
+    out.values.erase(out.values.begin(), out.values.end() - C);
+    first += out.rows - 1;
+    out.rows = 1;
+  }
+  *output = Message{.flags = 0, .request_id = sequence_id, .payload = ResultMsg{first, std::move(out)}};
+  return Status::Ok();
+}
+
+void Worker::Impl::SendDownstream(const Assignment& assignment, const Message& message) {
+  if (message.type() == MessageType::kOk) return;
+  if (Status s = assignment.next_hop->Send(message, options_.io_timeout); !s.ok()) {
+    Log(component(), "next hop: {}", s.message());
+  }
+}
+
+void Worker::Impl::Stop() {
+  std::vector<std::shared_ptr<Connection>> connections;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& [id, connection] : connections_) connections.push_back(connection);
+  }
+  Log(component(), "shutting down");
+  listener_->Close();
+  jobs_changed_.notify_all();
+  if (compute_thread_.joinable()) compute_thread_.join();  // fails queued work first
+  for (auto& connection : connections) connection->Close();
+  {
+    std::lock_guard lock(mutex_);
+    if (assignment_ && assignment_->next_hop) assignment_->next_hop->Close();
+  }
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::list<std::thread> threads;
+  {
+    std::lock_guard lock(mutex_);
+    threads = std::move(connection_threads_);
+  }
+  for (std::thread& thread : threads) thread.join();
+  std::lock_guard lock(mutex_);
+  stopped_ = true;
+  stopped_changed_.notify_all();
+}
+
+void Worker::Impl::Wait() {
+  std::unique_lock lock(mutex_);
+  stopped_changed_.wait(lock, [&] { return stopped_; });
+}
+
+}  // namespace dgpt::net
