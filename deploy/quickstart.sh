@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, get the default model, and generate text.
-# Usage: deploy/quickstart.sh [PROMPT]   (MODEL=gpt2 deploy/quickstart.sh to pick another)
+# The main job: install what is missing, build, get the default model, and generate text through
+# a 3-stage pipeline of worker processes on this machine (the layers split across them).
+# Usage: deploy/quickstart.sh [PROMPT]   (MODEL=gpt2 STAGES=4 deploy/quickstart.sh to vary)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model=${MODEL:-distilgpt2}
+stages=${STAGES:-3}
 prompt=${1:-"The Raspberry Pi is a small computer that"}
 build=${DGPT_BUILD_DIR:-$root/build}
 
@@ -26,5 +28,6 @@ if ! bash "$root/weights/download.sh" --out "$model_dir" "$model"; then
   fi
 fi
 
-echo "quickstart: generating with $model_dir" >&2
-"$build/tools/dgpt" generate --model "$model_dir" --prompt "$prompt" --max-tokens 48 --seed 1
+echo "quickstart: generating with $model_dir through $stages local worker processes" >&2
+"$build/tools/dgpt" generate --model "$model_dir" --local-workers "$stages" \
+  --prompt "$prompt" --max-tokens 48 --seed 1

@@ -85,7 +85,8 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const std::string& addre
                       });
   Status status = connection->RunUntil(done, DeadlineAfter(timeout), "connecting to");
   if (!status.ok()) return status;
-  if (error) return Status::Error(fmt::format("cannot connect to {}: {}", address, error.message()));
+  if (error)
+    return Status::Error(fmt::format("cannot connect to {}: {}", address, error.message()));
   connection->socket_.set_option(asio::ip::tcp::no_delay(true), error);  // latency over batching
   return connection;
 }
@@ -139,8 +140,8 @@ Result<Message> Connection::Receive(Duration timeout) {
   if (!buffer_.empty()) {
     Status status = read_exactly(buffer_.data(), buffer_.size());
     if (!status.ok()) {
-      return Status::Error(status.message() + " (inside a " +
-                           MessageTypeName(header->type) + " frame)");
+      return Status::Error(status.message() + " (inside a " + MessageTypeName(header->type) +
+                           " frame)");
     }
   }
   auto message = DecodePayload(*header, buffer_);
@@ -179,7 +180,8 @@ Result<std::unique_ptr<Listener>> Listener::Listen(const std::string& address) {
   auto listener = std::unique_ptr<Listener>(new Listener());
   asio::error_code error;
   const auto ip = asio::ip::make_address(host, error);
-  if (error) return Status::Error("cannot listen on " + address + ": \"" + host + "\" is not an IP address");
+  if (error)
+    return Status::Error("cannot listen on " + address + ": \"" + host + "\" is not an IP address");
   const asio::ip::tcp::endpoint endpoint(ip, port);
   listener->acceptor_.open(endpoint.protocol(), error);
   if (!error) listener->acceptor_.set_option(asio::socket_base::reuse_address(true), error);
@@ -221,7 +223,9 @@ void Listener::Close() {
 
 void SendErrorQuietly(Connection& connection, ErrorCode code, const std::string& message,
                       uint64_t request_id) {
-  Message error{.flags = 0, .request_id = request_id, .payload = ErrorMsg{code, message.substr(0, kMaxStringBytes)}};
+  Message error{.flags = 0,
+                .request_id = request_id,
+                .payload = ErrorMsg{code, message.substr(0, kMaxStringBytes)}};
   (void)connection.Send(error, Duration(1000));
 }
 
@@ -249,9 +253,8 @@ Result<Hello> Handshake(Connection& connection, const HandshakeOptions& options,
                                      MessageTypeName(reply->type())));
   }
   if (peer->max_version < kProtocolVersion || peer->min_version > kProtocolVersion) {
-    const std::string reason =
-        fmt::format("no protocol version in common (ours {}, theirs {}..{})", kProtocolVersion,
-                    peer->min_version, peer->max_version);
+    const std::string reason = fmt::format("no protocol version in common (ours {}, theirs {}..{})",
+                                           kProtocolVersion, peer->min_version, peer->max_version);
     SendErrorQuietly(connection, ErrorCode::kVersionMismatch, reason);
     return Status::Error(connection.peer() + ": " + reason);
   }

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <thread>
 
@@ -19,7 +21,8 @@ constexpr Duration kPingTimeout = std::chrono::seconds(2);
 constexpr const char* kComponent = "coordinator";
 }  // namespace
 
-std::vector<LayerRange> ProportionalSplit(int first_layer, int n, const std::vector<double>& weights) {
+std::vector<LayerRange> ProportionalSplit(int first_layer, int n,
+                                          const std::vector<double>& weights) {
   const size_t stages = weights.size();
   std::vector<int> counts(stages, 1);  // every stage holds at least one layer
   int remaining = n - static_cast<int>(stages);
@@ -62,8 +65,8 @@ Result<std::vector<LayerRange>> ParseLayerRanges(const std::string& spec, int fi
     start = comma + 1;
   }
   if (ranges.size() != expected_count) {
-    return Status::Error(fmt::format("--layers gives {} ranges for {} workers", ranges.size(),
-                                     expected_count));
+    return Status::Error(
+        fmt::format("--layers gives {} ranges for {} workers", ranges.size(), expected_count));
   }
   int expected_begin = first;
   for (const LayerRange& range : ranges) {
@@ -76,8 +79,9 @@ Result<std::vector<LayerRange>> ParseLayerRanges(const std::string& spec, int fi
     expected_begin = range.end;
   }
   if (expected_begin != end) {
-    return Status::Error(fmt::format("--layers {} ends at layer {} but the workers must cover up to {}",
-                                     spec, expected_begin, end));
+    return Status::Error(
+        fmt::format("--layers {} ends at layer {} but the workers must cover up to {}", spec,
+                    expected_begin, end));
   }
   return ranges;
 }
@@ -105,6 +109,7 @@ class Pipeline::Impl {
   std::string StageName(size_t i) const;
   Status ConnectAll();
   Status PlanLayers();
+  Result<Fingerprint> ExpectedFingerprint(LayerRange layers) const;
   Status StartReturnListener(const std::string& host);
   void AcceptReturnConnections();
   void ReadResults(std::shared_ptr<Connection> connection);
@@ -120,7 +125,7 @@ class Pipeline::Impl {
   PipelineOptions options_;
   std::vector<Stage> stages_;
   std::vector<StageInfo> infos_;
-  std::vector<LayerRange> plan_;          // fixed at the first connection
+  std::vector<LayerRange> plan_;           // fixed at the first connection
   std::vector<Fingerprint> fingerprints_;  // of each stage's layers, from our checkpoint
   LayerRange workers_layers_;
   std::unique_ptr<LocalBlockRunner> local_;
@@ -163,9 +168,9 @@ Pipeline::Impl::~Impl() {
 }
 
 std::string Pipeline::Impl::StageName(size_t i) const {
-  return fmt::format("stage {}/{} ({}{})", i + 1, infos_.size(), infos_[i].address,
-                     plan_.empty() ? ""
-                                   : fmt::format(", layers {}:{}", plan_[i].begin, plan_[i].end));
+  return fmt::format(
+      "stage {}/{} ({}{})", i + 1, infos_.size(), infos_[i].address,
+      plan_.empty() ? "" : fmt::format(", layers {}:{}", plan_[i].begin, plan_[i].end));
 }
 
 Status Pipeline::Impl::Init() {
@@ -176,7 +181,8 @@ Status Pipeline::Impl::Init() {
     std::string host;
     uint16_t port;
     DGPT_RETURN_IF_ERROR(ParseHostPort(address, &host, &port));
-    infos_.push_back(StageInfo{.address = address, .name = "", .layers = {}, .up = false, .last_latency_ms = 0});
+    infos_.push_back(
+        StageInfo{.address = address, .name = "", .layers = {}, .up = false, .last_latency_ms = 0});
   }
   workers_layers_ = {0, cfg.n_layer};
   if (options_.local_layers) {
@@ -247,7 +253,8 @@ Status Pipeline::Impl::PlanLayers() {
   const size_t n = stages_.size();
   const std::string& spec = options_.layers;
   if (spec.empty() || spec == "even") {
-    plan_ = ProportionalSplit(workers_layers_.begin, workers_layers_.size(), std::vector<double>(n, 1.0));
+    plan_ = ProportionalSplit(workers_layers_.begin, workers_layers_.size(),
+                              std::vector<double>(n, 1.0));
   } else if (spec == "auto") {
     std::vector<double> weights;
     for (const Stage& stage : stages_) weights.push_back(std::max<uint32_t>(1, stage.hello.cores));
@@ -272,11 +279,36 @@ Status Pipeline::Impl::PlanLayers() {
   }
   for (size_t i = 0; i < n; ++i) {
     infos_[i].layers = plan_[i];
-    auto fingerprint = StageFingerprint(model_, plan_[i]);
+    auto fingerprint = ExpectedFingerprint(plan_[i]);
     if (!fingerprint.ok()) return fingerprint.status();
     fingerprints_.push_back(*fingerprint);
   }
   return Status::Ok();
+}
+
+Result<Fingerprint> Pipeline::Impl::ExpectedFingerprint(LayerRange layers) const {
+  const LayerRange held = model_.held_layers();
+  if (held.begin <= layers.begin && layers.end <= held.end) return StageFingerprint(model_, layers);
+  // A coordinator shard from `dgpt split` holds no layers; the manifest beside it lists the
+  // fingerprint of every stage it was split into.
+  const std::string manifest_path = model_.dir() + "/../manifest.json";
+  std::ifstream in(manifest_path);
+  const nlohmann::json manifest = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_object() && manifest.contains("stages") && manifest["stages"].is_array()) {
+    for (const nlohmann::json& stage : manifest["stages"]) {
+      const nlohmann::json range = stage.value("layers", nlohmann::json());
+      if (range.is_array() && range.size() == 2 && range[0] == layers.begin &&
+          range[1] == layers.end && stage.contains("fingerprint") &&
+          stage["fingerprint"].is_string()) {
+        return ParseFingerprintHex(stage["fingerprint"].get<std::string>());
+      }
+    }
+  }
+  return Status::Error(fmt::format(
+      "{} does not hold layers {}:{}, so their fingerprint is unknown: run the coordinator on the "
+      "full checkpoint, or on the coordinator/ folder of a `dgpt split` whose stages match "
+      "--layers",
+      model_.dir(), layers.begin, layers.end));
 }
 
 Status Pipeline::Impl::StartReturnListener(const std::string& host) {
@@ -351,14 +383,14 @@ Result<Message> Pipeline::Impl::Request(size_t i, const Message& request, Durati
 Status Pipeline::Impl::AssignStage(size_t i) {
   const bool last = i + 1 == stages_.size();
   net::Assign assign{.fingerprint = fingerprints_[i],
-                .n_layer = static_cast<uint32_t>(model_.config().n_layer),
-                .layer_begin = static_cast<uint32_t>(plan_[i].begin),
-                .layer_end = static_cast<uint32_t>(plan_[i].end),
-                .next_hop = last ? return_address_ : infos_[i + 1].address,
-                .wire_dtype = options_.wire_dtype,
-                .max_sequences = options_.max_sequences};
-  auto reply = Request(i, Message{.flags = last ? kFlagLastStage : 0u, .payload = assign},
-                       options_.timeout);
+                     .n_layer = static_cast<uint32_t>(model_.config().n_layer),
+                     .layer_begin = static_cast<uint32_t>(plan_[i].begin),
+                     .layer_end = static_cast<uint32_t>(plan_[i].end),
+                     .next_hop = last ? return_address_ : infos_[i + 1].address,
+                     .wire_dtype = options_.wire_dtype,
+                     .max_sequences = options_.max_sequences};
+  auto reply =
+      Request(i, Message{.flags = last ? kFlagLastStage : 0u, .payload = assign}, options_.timeout);
   if (!reply.ok()) return Status::Error(StageName(i) + ": ASSIGN: " + reply.status().message());
   if (auto* error = std::get_if<ErrorMsg>(&reply->payload)) {
     return Status::Error(fmt::format("{} refused its layers: {}: {}", StageName(i),
@@ -400,8 +432,7 @@ Status Pipeline::Impl::Fail(const Status& cause) {
     }
   }
   Disconnect();
-  const std::string message =
-      culprit.empty() ? cause.message() : culprit + "; " + cause.message();
+  const std::string message = culprit.empty() ? cause.message() : culprit + "; " + cause.message();
   Log(kComponent, "request failed: {}", message);
   return Status::Error(message);
 }
@@ -428,10 +459,11 @@ Status Pipeline::Impl::SendChunk(float* x, int first_row, int rows, int pos0, ui
                      .cols = static_cast<uint32_t>(C),
                      .values = std::vector<float>(x + static_cast<size_t>(first_row) * C,
                                                   x + static_cast<size_t>(first_row + rows) * C)};
-  Message forward{.flags = flags,
-                  .request_id = sequence_,
-                  .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
-                                     static_cast<uint32_t>(capacity_), std::move(activations)}};
+  Message forward{
+      .flags = flags,
+      .request_id = sequence_,
+      .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
+                              static_cast<uint32_t>(capacity_), std::move(activations)}};
   Status status = data_->Send(forward, options_.timeout);
   return status.ok() ? status : Status::Error(StageName(0) + ": " + status.message());
 }
@@ -447,8 +479,8 @@ Status Pipeline::Impl::AwaitResults(float* x, int T, int pos0, int expected) {
         return !results_.empty();
       });
       if (!arrived) {
-        return Status::Error(fmt::format("no result from the last stage within {} ms",
-                                         options_.timeout.count()));
+        return Status::Error(
+            fmt::format("no result from the last stage within {} ms", options_.timeout.count()));
       }
       message = std::move(results_.front());
       results_.pop_front();
@@ -462,8 +494,7 @@ Status Pipeline::Impl::AwaitResults(float* x, int T, int pos0, int expected) {
         static_cast<int>(result.activations.cols) != C) {
       return Status::Error("the last stage sent a RESULT that does not fit the request");
     }
-    std::copy(result.activations.values.begin(), result.activations.values.end(),
-              x + offset * C);
+    std::copy(result.activations.values.begin(), result.activations.values.end(), x + offset * C);
     ++received;
   }
   return Status::Ok();
@@ -479,10 +510,11 @@ Status Pipeline::Impl::Forward(float* x, int T, bool all_rows) {
   for (int c = 0; c < chunks; ++c) {
     const int first = c * chunk, rows = std::min(chunk, T - first);
     if (local_ && local_is_prefix_) {
-      DGPT_RETURN_IF_ERROR(local_->Forward(x + static_cast<size_t>(first) * model_.config().n_embd,
-                                           rows, true));
+      DGPT_RETURN_IF_ERROR(
+          local_->Forward(x + static_cast<size_t>(first) * model_.config().n_embd, rows, true));
     }
-    const uint32_t flags = (c + 1 == chunks ? kFlagLastChunk : 0u) | (want_all_rows ? kFlagAllRows : 0u);
+    const uint32_t flags =
+        (c + 1 == chunks ? kFlagLastChunk : 0u) | (want_all_rows ? kFlagAllRows : 0u);
     if (Status s = SendChunk(x, first, rows, pos0, flags); !s.ok()) return Fail(s);
   }
   if (Status s = AwaitResults(x, T, pos0, want_all_rows ? chunks : 1); !s.ok()) return Fail(s);
@@ -496,7 +528,8 @@ void Pipeline::Impl::End() {
   if (!connected_ || !active_) return;
   active_ = false;
   for (size_t i = 0; i < stages_.size(); ++i) {
-    auto reply = Request(i, Message{.request_id = sequence_, .payload = Release{}}, options_.timeout);
+    auto reply =
+        Request(i, Message{.request_id = sequence_, .payload = Release{}}, options_.timeout);
     if (!reply.ok()) {
       Log(kComponent, "{}: RELEASE failed: {}", StageName(i), reply.status().message());
       Disconnect();  // reconnect (and so free everything) on the next sequence
@@ -546,11 +579,23 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Connect(const Checkpoint& model, Thr
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
-Status Pipeline::Begin(int capacity) { return impl_->Begin(capacity); }
-Status Pipeline::Forward(float* x, int T, bool all_rows) { return impl_->Forward(x, T, all_rows); }
-void Pipeline::End() { impl_->End(); }
-std::string Pipeline::PlanDescription() const { return impl_->PlanDescription(); }
-const std::vector<StageInfo>& Pipeline::stages() const { return impl_->stages(); }
-Result<std::vector<StatsReply>> Pipeline::CollectStats() { return impl_->CollectStats(); }
+Status Pipeline::Begin(int capacity) {
+  return impl_->Begin(capacity);
+}
+Status Pipeline::Forward(float* x, int T, bool all_rows) {
+  return impl_->Forward(x, T, all_rows);
+}
+void Pipeline::End() {
+  impl_->End();
+}
+std::string Pipeline::PlanDescription() const {
+  return impl_->PlanDescription();
+}
+const std::vector<StageInfo>& Pipeline::stages() const {
+  return impl_->stages();
+}
+Result<std::vector<StatsReply>> Pipeline::CollectStats() {
+  return impl_->CollectStats();
+}
 
 }  // namespace dgpt::net

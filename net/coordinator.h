@@ -31,13 +31,14 @@ struct PipelineOptions {
   Duration timeout = std::chrono::seconds(60);  // per step, and for connecting
   int prefill_chunk = 128;                      // prompt rows per FORWARD frame
   uint32_t max_sequences = 0;                   // per worker; 0 = the worker's own limit
-  std::string return_listen;  // where the last stage connects back; default: auto
+  std::string return_listen;                    // where the last stage connects back; default: auto
   std::string name = "coordinator";
 };
 
 // Splits `n` layers into ranges in proportion to `weights` (largest remainder; every range gets
 // at least one layer). REQUIRES: weights.size() <= n.
-std::vector<LayerRange> ProportionalSplit(int first_layer, int n, const std::vector<double>& weights);
+std::vector<LayerRange> ProportionalSplit(int first_layer, int n,
+                                          const std::vector<double>& weights);
 
 // Parses "a:b,c:d" into ranges; checks they are contiguous and cover [first, end).
 Result<std::vector<LayerRange>> ParseLayerRanges(const std::string& spec, int first, int end,

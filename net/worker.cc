@@ -104,9 +104,15 @@ Worker::~Worker() {
   Stop();
   Wait();
 }
-uint16_t Worker::port() const { return impl_->port(); }
-void Worker::Stop() { impl_->Stop(); }
-void Worker::Wait() { impl_->Wait(); }
+uint16_t Worker::port() const {
+  return impl_->port();
+}
+void Worker::Stop() {
+  impl_->Stop();
+}
+void Worker::Wait() {
+  impl_->Wait();
+}
 
 Result<std::unique_ptr<Worker>> Worker::Start(const WorkerOptions& options) {
   auto impl = std::make_unique<Impl>(options);
@@ -135,8 +141,8 @@ Status Worker::Impl::Init() {
   if (options_.name.empty()) options_.name = fmt::format("{}:{}", listener_->host(), port());
   SetBlasThreads(pool_.num_threads());
   workspace_ = std::make_unique<Workspace>(config_, kWorkspaceTokens);
-  Log(component(), "listening on {}:{} with {} threads, model {} ({} layers{}){}", listener_->host(),
-      port(), pool_.num_threads(), options_.model_dir, config_.n_layer,
+  Log(component(), "listening on {}:{} with {} threads, model {} ({} layers{}){}",
+      listener_->host(), port(), pool_.num_threads(), options_.model_dir, config_.n_layer,
       shard_layers_ ? fmt::format(", shard holding {}:{}", shard_layers_->begin, shard_layers_->end)
                     : "",
       options_.auth_key ? ", auth key required" : "");
@@ -191,23 +197,30 @@ void Worker::Impl::ServeControl(Connection& connection, uint64_t id) {
     auto request = connection.Receive(kNoTimeout);
     if (!request.ok()) {
       if (request.status().message().find("closed") == std::string::npos) {
-        Log(component(), "control connection {}: {}", connection.peer(), request.status().message());
+        Log(component(), "control connection {}: {}", connection.peer(),
+            request.status().message());
       }
       break;
     }
     Message reply;
     reply.request_id = request->request_id;
     switch (request->type()) {
-      case MessageType::kAssign: reply = HandleAssign(*request, id); break;
-      case MessageType::kRelease: reply = HandleRelease(*request); break;
+      case MessageType::kAssign:
+        reply = HandleAssign(*request, id);
+        break;
+      case MessageType::kRelease:
+        reply = HandleRelease(*request);
+        break;
       case MessageType::kPing:
         reply.payload = Pong{std::get<Ping>(request->payload).timestamp_ns};
         break;
-      case MessageType::kStats: reply = HandleStats(); break;
+      case MessageType::kStats:
+        reply = HandleStats();
+        break;
       default:
-        reply.payload = ErrorMsg{ErrorCode::kBadRequest,
-                                 fmt::format("{} is not a control request",
-                                             MessageTypeName(request->type()))};
+        reply.payload =
+            ErrorMsg{ErrorCode::kBadRequest,
+                     fmt::format("{} is not a control request", MessageTypeName(request->type()))};
     }
     reply.request_id = request->request_id;
     if (Status s = connection.Send(reply, options_.io_timeout); !s.ok()) {
@@ -260,17 +273,17 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
   const LayerRange layers{static_cast<int>(assign.layer_begin), static_cast<int>(assign.layer_end)};
   if (assign.n_layer != static_cast<uint32_t>(config_.n_layer) || layers.begin >= layers.end ||
       layers.end > config_.n_layer) {
-    return refuse(ErrorCode::kWrongModel,
-                  fmt::format("asked for layers {}:{} of a {}-layer model, but {} holds a "
-                              "{}-layer model",
-                              layers.begin, layers.end, assign.n_layer, options_.model_dir,
-                              config_.n_layer));
+    return refuse(
+        ErrorCode::kWrongModel,
+        fmt::format("asked for layers {}:{} of a {}-layer model, but {} holds a "
+                    "{}-layer model",
+                    layers.begin, layers.end, assign.n_layer, options_.model_dir, config_.n_layer));
   }
   if (shard_layers_ && (layers.begin < shard_layers_->begin || layers.end > shard_layers_->end)) {
-    return refuse(ErrorCode::kWrongModel,
-                  fmt::format("asked for layers {}:{} but the shard {} holds {}:{}", layers.begin,
-                              layers.end, options_.model_dir, shard_layers_->begin,
-                              shard_layers_->end));
+    return refuse(
+        ErrorCode::kWrongModel,
+        fmt::format("asked for layers {}:{} but the shard {} holds {}:{}", layers.begin, layers.end,
+                    options_.model_dir, shard_layers_->begin, shard_layers_->end));
   }
   std::shared_ptr<const Checkpoint> model;
   {
@@ -282,9 +295,8 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
       std::lock_guard lock(mutex_);
       loaded_.reset();  // release the old mapping before mapping another range
     }
-    auto loaded = Checkpoint::Load(options_.model_dir, LoadOptions{.layers = layers,
-                                                                   .embeddings = false,
-                                                                   .head = false});
+    auto loaded = Checkpoint::Load(
+        options_.model_dir, LoadOptions{.layers = layers, .embeddings = false, .head = false});
     if (!loaded.ok()) return refuse(ErrorCode::kInternal, loaded.status().message());
     model = std::move(loaded).value();
   }
@@ -300,7 +312,8 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
   }
   auto next_hop = Connection::Connect(assign.next_hop, kHandshakeTimeout);
   if (!next_hop.ok()) {
-    return refuse(ErrorCode::kInternal, "cannot reach the next hop: " + next_hop.status().message());
+    return refuse(ErrorCode::kInternal,
+                  "cannot reach the next hop: " + next_hop.status().message());
   }
   HandshakeOptions handshake{.role = Role::kData,
                              .node_name = options_.name,
@@ -308,15 +321,17 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
                              .connected_side = true,
                              .max_frame_bytes = options_.max_frame_bytes};
   if (auto peer = Handshake(*next_hop.value(), handshake, kHandshakeTimeout); !peer.ok()) {
-    return refuse(ErrorCode::kInternal, "next hop " + assign.next_hop + ": " + peer.status().message());
+    return refuse(ErrorCode::kInternal,
+                  "next hop " + assign.next_hop + ": " + peer.status().message());
   }
 
   auto assignment = std::make_shared<Assignment>();
   assignment->model = model;
   assignment->layers = layers;
   assignment->wire_dtype = assign.wire_dtype;
-  assignment->max_sequences = assign.max_sequences > 0 ? assign.max_sequences
-                                                       : static_cast<uint32_t>(options_.max_sequences);
+  assignment->max_sequences = assign.max_sequences > 0
+                                  ? assign.max_sequences
+                                  : static_cast<uint32_t>(options_.max_sequences);
   assignment->max_sequences = std::min<uint32_t>(assignment->max_sequences, options_.max_sequences);
   assignment->last_stage = (request.flags & kFlagLastStage) != 0;
   assignment->next_hop = std::move(next_hop).value();
@@ -349,8 +364,8 @@ Message Worker::Impl::HandleRelease(const Message& request) {
   Message reply;
   std::lock_guard lock(mutex_);
   if (sequences_.erase(request.request_id) == 0) {
-    reply.payload = ErrorMsg{ErrorCode::kUnknownSequence,
-                             fmt::format("no sequence {}", request.request_id)};
+    reply.payload =
+        ErrorMsg{ErrorCode::kUnknownSequence, fmt::format("no sequence {}", request.request_id)};
   } else {
     reply.payload = Ok{};
   }
@@ -465,17 +480,15 @@ Status Worker::Impl::RunForward(const Assignment& assignment, const Message& mes
   const int C = config_.n_embd;
   const int rows = static_cast<int>(forward.activations.rows);
   auto fail = [&](ErrorCode code, const std::string& why) {
-    *output = Message{.request_id = sequence_id,
-                      .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}",
-                                                            assignment.layers.begin,
-                                                            assignment.layers.end, options_.name,
-                                                            why)}};
+    *output = Message{
+        .request_id = sequence_id,
+        .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}", assignment.layers.begin,
+                                              assignment.layers.end, options_.name, why)}};
     return Status::Ok();  // the error travels downstream to the coordinator
   };
   if (static_cast<int>(forward.activations.cols) != C || rows <= 0) {
-    return fail(ErrorCode::kBadRequest,
-                fmt::format("activations are {}x{}, expected rows x {}", rows,
-                            forward.activations.cols, C));
+    return fail(ErrorCode::kBadRequest, fmt::format("activations are {}x{}, expected rows x {}",
+                                                    rows, forward.activations.cols, C));
   }
   std::shared_ptr<Sequence> sequence;
   {
@@ -498,8 +511,9 @@ Status Worker::Impl::RunForward(const Assignment& assignment, const Message& mes
     } else {
       auto it = sequences_.find(sequence_id);
       if (it == sequences_.end()) {
-        return fail(ErrorCode::kUnknownSequence,
-                    fmt::format("no sequence {} (released, timed out or never started)", sequence_id));
+        return fail(
+            ErrorCode::kUnknownSequence,
+            fmt::format("no sequence {} (released, timed out or never started)", sequence_id));
       }
       sequence = it->second;
     }
@@ -524,11 +538,14 @@ Status Worker::Impl::RunForward(const Assignment& assignment, const Message& mes
     std::lock_guard lock(mutex_);
     forwards_++;
     tokens_ += rows;
-    compute_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    compute_ns_ +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
   }
 
-  Tensor out{.dtype = assignment.wire_dtype, .rows = static_cast<uint32_t>(rows),
-             .cols = static_cast<uint32_t>(C), .values = std::move(x)};
+  Tensor out{.dtype = assignment.wire_dtype,
+             .rows = static_cast<uint32_t>(rows),
+             .cols = static_cast<uint32_t>(C),
+             .values = std::move(x)};
   if (!assignment.last_stage) {
     *output = Message{.flags = message.flags,
                       .request_id = sequence_id,
@@ -546,7 +563,8 @@ Status Worker::Impl::RunForward(const Assignment& assignment, const Message& mes
     first += out.rows - 1;
     out.rows = 1;
   }
-  *output = Message{.flags = 0, .request_id = sequence_id, .payload = ResultMsg{first, std::move(out)}};
+  *output =
+      Message{.flags = 0, .request_id = sequence_id, .payload = ResultMsg{first, std::move(out)}};
   return Status::Ok();
 }
 

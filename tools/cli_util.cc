@@ -1,10 +1,12 @@
 #include "tools/cli_util.h"
 
+#include <fmt/format.h>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -39,6 +41,13 @@ Result<std::vector<TokenId>> ParseTokenIds(const std::string& text) {
     i = end;
   }
   return ids;
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / double(1ull << 30));
+  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / double(1ull << 20));
+  if (bytes >= (1ull << 10)) return fmt::format("{:.1f} KiB", bytes / double(1ull << 10));
+  return fmt::format("{} B", bytes);
 }
 
 void WarnIfRandomModel(const std::string& model_dir) {

@@ -15,6 +15,9 @@ int ReportError(const std::string& command, const std::string& message);
 // Parses "1,2,3" or "1 2 3" into ids; a non-number is an error naming it.
 Result<std::vector<TokenId>> ParseTokenIds(const std::string& text);
 
+// "1.5 GiB", "12.0 MiB", "300 B".
+std::string HumanBytes(uint64_t bytes);
+
 // Prints a one-line note when DIR holds a random-weight model made by weights/make_random_model.py.
 void WarnIfRandomModel(const std::string& model_dir);
 

@@ -11,13 +11,6 @@
 namespace dgpt::cli {
 namespace {
 
-std::string HumanBytes(uint64_t bytes) {
-  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / double(1ull << 30));
-  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / double(1ull << 20));
-  if (bytes >= (1ull << 10)) return fmt::format("{:.1f} KiB", bytes / double(1ull << 10));
-  return fmt::format("{} B", bytes);
-}
-
 struct PartSize {
   uint64_t parameters = 0;
   uint64_t bytes = 0;

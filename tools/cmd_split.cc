@@ -21,13 +21,6 @@ struct SplitArgs {
   std::string dtype = "keep";
 };
 
-std::string HumanBytes(uint64_t bytes) {
-  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / double(1ull << 30));
-  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / double(1ull << 20));
-  if (bytes >= (1ull << 10)) return fmt::format("{:.1f} KiB", bytes / double(1ull << 10));
-  return fmt::format("{} B", bytes);
-}
-
 // "keep" -> nullopt (the source's bytes as they are).
 Result<std::optional<DType>> ParseTargetDType(const std::string& name) {
   if (name == "keep") return std::optional<DType>();

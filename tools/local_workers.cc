@@ -7,8 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <fmt/format.h>
+#include <chrono>
 #include <fstream>
 #include <thread>
 
@@ -30,7 +30,8 @@ std::string LastLine(const std::string& path) {
 // Reads "PORT\n" from the child's announce pipe; 0 if it exits or times out first.
 int ReadAnnouncedPort(int fd) {
   std::string text;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
   while (text.find('\n') == std::string::npos) {
     const int remaining = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                deadline - std::chrono::steady_clock::now())
@@ -48,17 +49,17 @@ int ReadAnnouncedPort(int fd) {
 
 }  // namespace
 
-Result<std::unique_ptr<LocalWorkers>> LocalWorkers::Spawn(int count,
-                                                          const std::vector<std::string>& worker_args,
-                                                          const std::string& log_dir) {
+Result<std::unique_ptr<LocalWorkers>> LocalWorkers::Spawn(
+    int count, const std::vector<std::string>& worker_args, const std::string& log_dir) {
   auto workers = std::unique_ptr<LocalWorkers>(new LocalWorkers());
   for (int k = 1; k <= count; ++k) {
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) return Status::Error("cannot create a pipe");
     const std::string log_path = fmt::format("{}/dgpt-worker-{}.log", log_dir, k);
-    std::vector<std::string> args = {"dgpt", "worker", "--listen", "127.0.0.1:0",
+    std::vector<std::string> args = {"dgpt",          "worker",
+                                     "--listen",      "127.0.0.1:0",
                                      "--announce-fd", std::to_string(kAnnounceFd),
-                                     "--name", fmt::format("local-worker-{}", k)};
+                                     "--name",        fmt::format("local-worker-{}", k)};
     args.insert(args.end(), worker_args.begin(), worker_args.end());
     const pid_t pid = fork();
     if (pid < 0) return Status::Error("cannot start a worker process (fork failed)");

@@ -18,8 +18,8 @@ class LocalWorkers {
   // `worker_args` are passed to every `dgpt worker` after --listen/--announce-fd, e.g.
   // {"--model", DIR, "--threads", "1"}. Worker logs go to LOG_DIR/dgpt-worker-K.log.
   static Result<std::unique_ptr<LocalWorkers>> Spawn(int count,
-                                                      const std::vector<std::string>& worker_args,
-                                                      const std::string& log_dir);
+                                                     const std::vector<std::string>& worker_args,
+                                                     const std::string& log_dir);
   ~LocalWorkers();
 
   const std::vector<std::string>& addresses() const { return addresses_; }

@@ -468,12 +468,64 @@ def shards_from_split(ctx):
     workers = [ctx.worker(os.path.join(out, f"stage-{k}")) for k in range(3)]
     compare_with_single_process(ctx, model, [w.address for w in workers], "shards",
                                 ["--layers", "0:1,1:3,3:4"])
+    # The coordinator can run from its own shard too: it needs only embeddings and head, and
+    # takes the stages' fingerprints from the manifest.
+    coordinator = os.path.join(out, "coordinator")
+    common = ["--prompt-ids", prompt_ids(20), "--max-tokens", "10", "--temperature", "0",
+              "--ignore-eos"]
+    single = ctx.generate(model, *common)
+    piped = ctx.generate(coordinator, *common, "--layers", "0:1,1:3,3:4", "--workers",
+                         ",".join(w.address for w in workers))
+    check(single["generated_ids"] == piped["generated_ids"], "coordinator shard gives the same")
+    print("ok: coordinator running from coordinator/ (manifest fingerprints) gives the same tokens")
     proc = ctx.generate(model, "--prompt-ids", "1,2", "--workers",
                         ",".join(w.address for w in workers), expect=1)
     err = proc.stderr.decode()
     check("shard" in err and "stage" in err, f"an even split does not fit these shards: {err!r}")
     print("ok:", err.strip())
     shutil.rmtree(out, ignore_errors=True)
+
+
+def resident_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@case
+def gpt2_124m_3_stages(ctx):
+    """The bar: a GPT-2 (124M)-shaped model through 3 stages gives the single-process output."""
+    model = os.path.join(ctx.work, "gpt2-124m")
+    if not os.path.isfile(os.path.join(model, "model.safetensors")):
+        subprocess.run(["/usr/bin/python3", MAKE_MODEL, "--preset", "gpt2", "--vocab-size", "50257",
+                        "--out", model, "--seed", "11", "--linear-std", str(1.6 / 768 ** 0.5)],
+                       check=True, stdout=subprocess.DEVNULL)
+    workers = [ctx.worker(model) for _ in range(3)]
+    ids = prompt_ids(40, vocab=50257, seed=4)
+    common = ["--prompt-ids", ids, "--max-tokens", "12", "--temperature", "0", "--ignore-eos",
+              "--prefill-chunk", "16"]
+    single_logits = os.path.join(ctx.work, "gpt2-single.f32")
+    piped_logits = os.path.join(ctx.work, "gpt2-pipeline.f32")
+    single = ctx.generate(model, *common, logits=single_logits)
+    piped = ctx.generate(model, *common, "--workers", ",".join(w.address for w in workers),
+                         logits=piped_logits)
+    check(single["generated_ids"] == piped["generated_ids"],
+          f"tokens {piped['generated_ids']} != {single['generated_ids']}")
+    check(same_bytes(single_logits, piped_logits), "logits are bit-identical")
+    # Each worker maps only its 4 of 12 layers: its memory follows its layers, not the model.
+    weights = os.path.getsize(os.path.join(model, "model.safetensors"))
+    layer_bytes = (12 * 768 * 768 + 13 * 768) * 4
+    for w in workers:
+        rss = resident_bytes(w.proc.pid)
+        print(f"ok: {w.name} resident {rss >> 20} MiB (its 4 layers: {4 * layer_bytes >> 20} MiB, "
+              f"whole model: {weights >> 20} MiB)")
+        check(rss < 4 * layer_bytes + (64 << 20), f"{w.name} resident {rss >> 20} MiB is more "
+              "than its layers + 64 MiB")
+    print(f"ok: 3-stage GPT-2 124M greedy output identical: {piped['generated_ids']}")
+    for name in ("gpt2-single.f32", "gpt2-pipeline.f32"):
+        os.remove(os.path.join(ctx.work, name))
 
 
 @case
