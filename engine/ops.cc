@@ -76,6 +76,29 @@ void matmul_forward(float* out, const float* in, const float* weight, const floa
               1.0f, out, OUT);
 }
 
+void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias,
+                         int B, int IN, int OUT, ThreadPool& pool) {
+  if (B == 1) {
+    matmul_forward(out, in, weight, bias, 1, IN, OUT, pool);
+    return;
+  }
+  pool.ParallelFor(OUT, 16, [&](int64_t j0, int64_t j1) {
+    for (int b = 0; b < B; ++b) {
+      float* y = out + static_cast<int64_t>(b) * OUT;
+      for (int64_t j = j0; j < j1; ++j) y[j] = bias ? bias[j] : 0.0f;
+    }
+    // Same order as gemv_columns for every row: bias, then i = 0, 1, ... accumulated per output.
+    for (int i = 0; i < IN; ++i) {
+      const float* __restrict row = weight + static_cast<int64_t>(i) * OUT;
+      for (int b = 0; b < B; ++b) {
+        const float xi = in[static_cast<int64_t>(b) * IN + i];
+        float* __restrict y = out + static_cast<int64_t>(b) * OUT;
+        for (int64_t j = j0; j < j1; ++j) y[j] += xi * row[j];
+      }
+    }
+  });
+}
+
 void gelu_forward(float* x, int64_t N, Activation activation) {
   if (activation == Activation::kGeluErf) {
     for (int64_t i = 0; i < N; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));

@@ -57,6 +57,7 @@ void ThreadPool::Run(int num_tasks, const std::function<void(int)>& fn) {
     for (int task = 0; task < num_tasks; ++task) fn(task);
     return;
   }
+  std::lock_guard run_lock(run_mutex_);
   std::unique_lock lock(mutex_);
   job_ = &fn;
   num_tasks_ = num_tasks;

@@ -22,7 +22,8 @@ class ThreadPool {
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(task) for task in [0, num_tasks), spread over the threads, and returns when all
-  // are done. Tasks must be independent. Not reentrant: call from one thread at a time.
+  // are done. Tasks must be independent. Calls from several threads are serialized (a server
+  // runs many sequences over one pool); a task must not call Run itself.
   void Run(int num_tasks, const std::function<void(int task)>& fn);
 
   // Splits [0, n) into num_threads() contiguous chunks whose boundaries are multiples of
@@ -34,6 +35,7 @@ class ThreadPool {
   void DrainTasks(std::unique_lock<std::mutex>& lock);
 
   std::vector<std::thread> workers_;
+  std::mutex run_mutex_;  // one Run at a time
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;

@@ -52,6 +52,38 @@ void ForwardBlocks(float* x, int T, KvCache& cache, const Checkpoint& model, Wor
   cache.set_length(pos0 + T);
 }
 
+void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkpoint& model,
+                        Workspace& ws, ThreadPool& pool) {
+  const ModelConfig& cfg = model.config();
+  const int C = cfg.n_embd, NH = cfg.n_head;
+  const int B = static_cast<int>(caches.size());
+  assert(B >= 1 && B <= ws.max_tokens());
+  const LayerRange layers = caches[0]->layers();
+  for (int layer = layers.begin; layer < layers.end; ++layer) {
+    const BlockWeights& w = model.block(layer);
+    layernorm_forward(ws.normed.data(), x, w.ln1_weight, w.ln1_bias, B, C, cfg.layer_norm_epsilon);
+    matmul_rows_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, B, C, 3 * C,
+                        pool);
+    for (int b = 0; b < B; ++b) {  // each row attends over its own sequence's cache
+      KvCache& cache = *caches[b];
+      attention_forward(ws.attention.data() + static_cast<int64_t>(b) * C,
+                        ws.qkv.data() + static_cast<int64_t>(b) * 3 * C, cache.keys(layer),
+                        cache.values(layer), cache.length(), 1, C, NH, pool);
+    }
+    matmul_rows_forward(ws.projected.data(), ws.attention.data(), w.attn_proj_weight,
+                        w.attn_proj_bias, B, C, C, pool);
+    residual_forward(x, ws.projected.data(), static_cast<int64_t>(B) * C);
+    layernorm_forward(ws.normed.data(), x, w.ln2_weight, w.ln2_bias, B, C, cfg.layer_norm_epsilon);
+    matmul_rows_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, B, C, 4 * C,
+                        pool);
+    gelu_forward(ws.hidden.data(), static_cast<int64_t>(B) * 4 * C, cfg.activation);
+    matmul_rows_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight,
+                        w.mlp_proj_bias, B, 4 * C, C, pool);
+    residual_forward(x, ws.projected.data(), static_cast<int64_t>(B) * C);
+  }
+  for (KvCache* cache : caches) cache->set_length(cache->length() + 1);
+}
+
 void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float* normed,
                    ThreadPool& pool) {
   const ModelConfig& cfg = model.config();

@@ -41,6 +41,14 @@ void EmbedTokens(float* x, const Checkpoint& model, std::span<const TokenId> ids
 void ForwardBlocks(float* x, int T, KvCache& cache, const Checkpoint& model, Workspace& workspace,
                    ThreadPool& pool);
 
+// One decode step for B sequences at once (the batched decode of a pipeline stage): row b of
+// x[B, C] is the next token of the sequence whose cache is caches[b], at position
+// caches[b]->length(). Weights are read once per layer for the whole batch; every row's result
+// is bit-identical to ForwardBlocks with T = 1. All caches must cover the same layers.
+// REQUIRES: B <= workspace.max_tokens(), each cache has room for one more position.
+void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkpoint& model,
+                        Workspace& workspace, ThreadPool& pool);
+
 // logits[V] = lm_head(ln_f(x[C])) for one position. `normed` is scratch of size C.
 void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float* normed,
                    ThreadPool& pool);

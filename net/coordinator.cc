@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <atomic>
 #include <deque>
+#include <map>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -86,6 +88,16 @@ Result<std::vector<LayerRange>> ParseLayerRanges(const std::string& spec, int fi
   return ranges;
 }
 
+// One sequence's place in the pipeline: its id, position, and the frames routed to it.
+struct SequenceState {
+  uint64_t id = 0;
+  uint64_t epoch = 0;  // the connection generation it started in
+  int position = 0;
+  int capacity = 0;
+  bool active = false;
+  std::unique_ptr<LocalBlockRunner> local;  // --local-layers, own KV cache
+};
+
 class Pipeline::Impl {
  public:
   Impl(const Checkpoint& model, ThreadPool& pool, PipelineOptions options)
@@ -93,11 +105,16 @@ class Pipeline::Impl {
   ~Impl();
 
   Status Init();
-  Status Begin(int capacity);
-  Status Forward(float* x, int T, bool all_rows);
-  void End();
+  std::unique_ptr<SequenceState> NewSequenceState();
+  Status Begin(SequenceState& sequence, int capacity);
+  Status Forward(SequenceState& sequence, float* x, int T, bool all_rows);
+  void End(SequenceState& sequence);
   std::string PlanDescription() const;
-  const std::vector<StageInfo>& stages() const { return infos_; }
+  std::vector<StageInfo> stages() const {
+    std::lock_guard lock(link_mutex_);
+    return infos_;
+  }
+  std::vector<StageInfo> CheckHealth();
   Result<std::vector<StatsReply>> CollectStats();
 
  private:
@@ -105,62 +122,73 @@ class Pipeline::Impl {
     std::unique_ptr<Connection> control;
     Hello hello;
   };
+  // Frames from the last stage for one sequence, or the reason it can no longer get any.
+  struct Inbox {
+    std::deque<Message> messages;
+    std::optional<std::string> failure;
+  };
 
+  // All REQUIRE link_mutex_ held.
   std::string StageName(size_t i) const;
   Status ConnectAll();
   Status PlanLayers();
   Result<Fingerprint> ExpectedFingerprint(LayerRange layers) const;
   Status StartReturnListener(const std::string& host);
+  Status AssignStage(size_t i);
+  void Disconnect(const std::string& reason);
+  Result<Message> Request(size_t i, const Message& request, Duration timeout);
+
   void AcceptReturnConnections();
   void ReadResults(std::shared_ptr<Connection> connection);
-  Status AssignStage(size_t i);
-  void Disconnect();
-  Status Fail(const Status& cause);
-  Result<Message> Request(size_t i, const Message& request, Duration timeout);
-  Status SendChunk(float* x, int first_row, int rows, int pos0, uint32_t flags);
-  Status AwaitResults(float* x, int T, int pos0, int expected);
+  Status Fail(uint64_t epoch, const Status& cause);
+  Status SendChunk(SequenceState& sequence, float* x, int first_row, int rows, int pos0,
+                   uint32_t flags);
+  Status AwaitResults(SequenceState& sequence, float* x, int T, int pos0, int expected);
 
   const Checkpoint& model_;
   ThreadPool& pool_;
   PipelineOptions options_;
+  LayerRange workers_layers_;
+  bool local_is_prefix_ = false;
+  std::atomic<uint64_t> next_sequence_{0};
+
+  // The links: control connections, the data connection into stage 1, and the plan. Held
+  // while (re)connecting and for each control round trip or data send.
+  mutable std::mutex link_mutex_;
   std::vector<Stage> stages_;
   std::vector<StageInfo> infos_;
   std::vector<LayerRange> plan_;           // fixed at the first connection
-  std::vector<Fingerprint> fingerprints_;  // of each stage's layers, from our checkpoint
-  LayerRange workers_layers_;
-  std::unique_ptr<LocalBlockRunner> local_;
-  bool local_is_prefix_ = false;
-
+  std::vector<Fingerprint> fingerprints_;  // of each stage's layers
+  std::unique_ptr<Connection> data_;
+  bool connected_ = false;
+  uint64_t epoch_ = 0;  // bumped at every disconnect; sequences of older epochs are dead
   std::unique_ptr<Listener> return_listener_;
   std::string return_address_;
   std::thread return_thread_;
-  std::mutex mutex_;  // guards the fields below, shared with the reader threads
-  std::condition_variable results_changed_;
-  std::deque<Message> results_;
+
+  // Routing of frames from the last stage to the waiting sequences (shared with readers).
+  std::mutex inbox_mutex_;
+  std::condition_variable inbox_changed_;
+  std::map<uint64_t, Inbox> inboxes_;
   std::vector<std::shared_ptr<Connection>> return_connections_;
   std::vector<std::thread> reader_threads_;
   bool shutting_down_ = false;
-
-  std::unique_ptr<Connection> data_;
-  bool connected_ = false;
-  bool active_ = false;
-  uint64_t next_sequence_ = 0;
-  uint64_t sequence_ = 0;
-  int position_ = 0;
-  int capacity_ = 0;
 };
 
 Pipeline::Impl::~Impl() {
-  Disconnect();
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(link_mutex_);
+    Disconnect("the pipeline is shutting down");
+  }
+  {
+    std::lock_guard lock(inbox_mutex_);
     shutting_down_ = true;
   }
   if (return_listener_) return_listener_->Close();
   if (return_thread_.joinable()) return_thread_.join();
   std::vector<std::thread> readers;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(inbox_mutex_);
     for (auto& connection : return_connections_) connection->Close();
     readers = std::move(reader_threads_);
   }
@@ -198,7 +226,6 @@ Status Pipeline::Impl::Init() {
           "some to the workers",
           local.begin, local.end, cfg.n_layer, cfg.n_layer));
     }
-    local_ = std::make_unique<LocalBlockRunner>(model_, pool_, options_.prefill_chunk, local);
   }
   if (static_cast<int>(options_.workers.size()) > workers_layers_.size()) {
     return Status::Error(fmt::format("{} workers for {} layers: each worker needs at least one",
@@ -206,11 +233,12 @@ Status Pipeline::Impl::Init() {
   }
   // Sequence ids differ between coordinator runs, so stale frames never match a new sequence.
   next_sequence_ = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) << 8;
+  std::lock_guard lock(link_mutex_);
   return ConnectAll();
 }
 
 Status Pipeline::Impl::ConnectAll() {
-  Disconnect();
+  Disconnect("reconnecting");
   stages_.clear();
   stages_.resize(infos_.size());
   const HandshakeOptions handshake{.role = Role::kControl,
@@ -331,12 +359,12 @@ void Pipeline::Impl::AcceptReturnConnections() {
   while (true) {
     auto accepted = return_listener_->Accept();
     if (!accepted.ok()) {
-      std::lock_guard lock(mutex_);
+      std::lock_guard lock(inbox_mutex_);
       if (shutting_down_) return;
       continue;
     }
     std::shared_ptr<Connection> connection = std::move(accepted).value();
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(inbox_mutex_);
     if (shutting_down_) return;
     return_connections_.push_back(connection);
     reader_threads_.emplace_back([this, connection] { ReadResults(connection); });
@@ -362,9 +390,11 @@ void Pipeline::Impl::ReadResults(std::shared_ptr<Connection> connection) {
           MessageTypeName(type));
       continue;
     }
-    std::lock_guard lock(mutex_);
-    results_.push_back(std::move(message).value());
-    results_changed_.notify_all();
+    std::lock_guard lock(inbox_mutex_);
+    auto inbox = inboxes_.find(message->request_id);
+    if (inbox == inboxes_.end()) continue;  // a sequence that already ended or failed
+    inbox->second.messages.push_back(std::move(message).value());
+    inbox_changed_.notify_all();
   }
 }
 
@@ -402,21 +432,25 @@ Status Pipeline::Impl::AssignStage(size_t i) {
   return Status::Ok();
 }
 
-void Pipeline::Impl::Disconnect() {
+void Pipeline::Impl::Disconnect(const std::string& reason) {
   connected_ = false;
-  active_ = false;
+  ++epoch_;
   if (data_) data_->Close();
   data_.reset();
   for (Stage& stage : stages_) {
     if (stage.control) stage.control->Close();
     stage.control.reset();
   }
-  std::lock_guard lock(mutex_);
+  // Every sequence in flight is lost with the links: wake them with the reason.
+  std::lock_guard lock(inbox_mutex_);
   for (auto& connection : return_connections_) connection->Close();
-  results_.clear();
+  for (auto& [id, inbox] : inboxes_) inbox.failure = reason;
+  inbox_changed_.notify_all();
 }
 
-Status Pipeline::Impl::Fail(const Status& cause) {
+Status Pipeline::Impl::Fail(uint64_t epoch, const Status& cause) {
+  std::lock_guard lock(link_mutex_);
+  if (epoch != epoch_) return cause;  // another sequence already diagnosed this failure
   // Find the stage that is down, so the message says where to look.
   std::string culprit;
   for (size_t i = 0; i < stages_.size() && culprit.empty(); ++i) {
@@ -431,59 +465,81 @@ Status Pipeline::Impl::Fail(const Status& cause) {
       infos_[i].up = false;
     }
   }
-  Disconnect();
   const std::string message = culprit.empty() ? cause.message() : culprit + "; " + cause.message();
+  Disconnect(message);
   Log(kComponent, "request failed: {}", message);
   return Status::Error(message);
 }
 
-Status Pipeline::Impl::Begin(int capacity) {
-  if (!connected_) {
-    Log(kComponent, "connecting to {} workers", infos_.size());
-    DGPT_RETURN_IF_ERROR(ConnectAll());
+std::unique_ptr<SequenceState> Pipeline::Impl::NewSequenceState() {
+  auto sequence = std::make_unique<SequenceState>();
+  if (options_.local_layers) {
+    sequence->local = std::make_unique<LocalBlockRunner>(model_, pool_, options_.prefill_chunk,
+                                                         options_.local_layers);
   }
-  sequence_ = ++next_sequence_;
-  position_ = 0;
-  capacity_ = capacity;
-  active_ = true;
-  if (local_) DGPT_RETURN_IF_ERROR(local_->Begin(capacity));
-  std::lock_guard lock(mutex_);
-  results_.clear();
+  return sequence;
+}
+
+Status Pipeline::Impl::Begin(SequenceState& sequence, int capacity) {
+  {
+    std::lock_guard lock(link_mutex_);
+    if (!connected_) {
+      Log(kComponent, "connecting to {} workers", infos_.size());
+      DGPT_RETURN_IF_ERROR(ConnectAll());
+    }
+    sequence.epoch = epoch_;
+  }
+  sequence.id = ++next_sequence_;
+  sequence.position = 0;
+  sequence.capacity = capacity;
+  sequence.active = true;
+  if (sequence.local) DGPT_RETURN_IF_ERROR(sequence.local->Begin(capacity));
+  std::lock_guard lock(inbox_mutex_);
+  inboxes_[sequence.id] = Inbox{};
   return Status::Ok();
 }
 
-Status Pipeline::Impl::SendChunk(float* x, int first_row, int rows, int pos0, uint32_t flags) {
+Status Pipeline::Impl::SendChunk(SequenceState& sequence, float* x, int first_row, int rows,
+                                 int pos0, uint32_t flags) {
   const int C = model_.config().n_embd;
   Tensor activations{.dtype = options_.wire_dtype,
                      .rows = static_cast<uint32_t>(rows),
                      .cols = static_cast<uint32_t>(C),
                      .values = std::vector<float>(x + static_cast<size_t>(first_row) * C,
                                                   x + static_cast<size_t>(first_row + rows) * C)};
-  Message forward{
-      .flags = flags,
-      .request_id = sequence_,
-      .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
-                              static_cast<uint32_t>(capacity_), std::move(activations)}};
+  Message forward{.flags = flags,
+                  .request_id = sequence.id,
+                  .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
+                                          static_cast<uint32_t>(sequence.capacity),
+                                          std::move(activations)}};
+  std::lock_guard lock(link_mutex_);
+  if (sequence.epoch != epoch_ || !data_) {
+    return Status::Error("the pipeline was reconnected while this request ran; retry it");
+  }
   Status status = data_->Send(forward, options_.timeout);
   return status.ok() ? status : Status::Error(StageName(0) + ": " + status.message());
 }
 
-Status Pipeline::Impl::AwaitResults(float* x, int T, int pos0, int expected) {
+Status Pipeline::Impl::AwaitResults(SequenceState& sequence, float* x, int T, int pos0,
+                                    int expected) {
   const int C = model_.config().n_embd;
   for (int received = 0; received < expected;) {
     Message message;
     {
-      std::unique_lock lock(mutex_);
-      const bool arrived = results_changed_.wait_for(lock, options_.timeout, [&] {
-        while (!results_.empty() && results_.front().request_id != sequence_) results_.pop_front();
-        return !results_.empty();
+      std::unique_lock lock(inbox_mutex_);
+      Inbox& inbox = inboxes_[sequence.id];
+      const bool ready = inbox_changed_.wait_for(lock, options_.timeout, [&] {
+        return !inbox.messages.empty() || inbox.failure.has_value();
       });
-      if (!arrived) {
-        return Status::Error(
-            fmt::format("no result from the last stage within {} ms", options_.timeout.count()));
+      if (!inbox.messages.empty()) {
+        message = std::move(inbox.messages.front());
+        inbox.messages.pop_front();
+      } else if (inbox.failure) {
+        return Status::Error(*inbox.failure);
+      } else if (!ready) {
+        return Status::Error(fmt::format("no result from the last stage within {} ms",
+                                         options_.timeout.count()));
       }
-      message = std::move(results_.front());
-      results_.pop_front();
     }
     if (auto* error = std::get_if<ErrorMsg>(&message.payload)) {
       return Status::Error(fmt::format("{}: {}", ErrorCodeName(error->code), error->message));
@@ -500,47 +556,84 @@ Status Pipeline::Impl::AwaitResults(float* x, int T, int pos0, int expected) {
   return Status::Ok();
 }
 
-Status Pipeline::Impl::Forward(float* x, int T, bool all_rows) {
-  if (!connected_ || !active_) return Status::Error("internal: Forward outside a sequence");
-  const int pos0 = position_;
-  const bool local_suffix = local_ && !local_is_prefix_;
+Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool all_rows) {
+  if (!sequence.active) return Status::Error("internal: Forward outside a sequence");
+  const int pos0 = sequence.position;
+  const bool local_suffix = sequence.local && !local_is_prefix_;
   const bool want_all_rows = all_rows || local_suffix;  // suffix layers need every row's K/V
   const int chunk = options_.prefill_chunk;
   const int chunks = (T + chunk - 1) / chunk;
   for (int c = 0; c < chunks; ++c) {
     const int first = c * chunk, rows = std::min(chunk, T - first);
-    if (local_ && local_is_prefix_) {
-      DGPT_RETURN_IF_ERROR(
-          local_->Forward(x + static_cast<size_t>(first) * model_.config().n_embd, rows, true));
+    if (sequence.local && local_is_prefix_) {
+      DGPT_RETURN_IF_ERROR(sequence.local->Forward(
+          x + static_cast<size_t>(first) * model_.config().n_embd, rows, true));
     }
     const uint32_t flags =
         (c + 1 == chunks ? kFlagLastChunk : 0u) | (want_all_rows ? kFlagAllRows : 0u);
-    if (Status s = SendChunk(x, first, rows, pos0, flags); !s.ok()) return Fail(s);
+    if (Status s = SendChunk(sequence, x, first, rows, pos0, flags); !s.ok()) {
+      return Fail(sequence.epoch, s);
+    }
   }
-  if (Status s = AwaitResults(x, T, pos0, want_all_rows ? chunks : 1); !s.ok()) return Fail(s);
-  if (local_suffix) DGPT_RETURN_IF_ERROR(local_->Forward(x, T, all_rows));
-  position_ += T;
+  if (Status s = AwaitResults(sequence, x, T, pos0, want_all_rows ? chunks : 1); !s.ok()) {
+    // An ERROR about this sequence alone (e.g. cache_full) leaves the links up.
+    const bool links_ok = s.message().find("no result from") == std::string::npos &&
+                          s.message().find(ErrorCodeName(ErrorCode::kShuttingDown)) ==
+                              std::string::npos;
+    bool sequence_error = false;
+    for (ErrorCode code : {ErrorCode::kCacheFull, ErrorCode::kUnknownSequence,
+                           ErrorCode::kBadRequest}) {
+      sequence_error |= s.message().starts_with(ErrorCodeName(code));
+    }
+    return links_ok && sequence_error ? s : Fail(sequence.epoch, s);
+  }
+  if (local_suffix) DGPT_RETURN_IF_ERROR(sequence.local->Forward(x, T, all_rows));
+  sequence.position += T;
   return Status::Ok();
 }
 
-void Pipeline::Impl::End() {
-  if (local_) local_->End();
-  if (!connected_ || !active_) return;
-  active_ = false;
+void Pipeline::Impl::End(SequenceState& sequence) {
+  if (sequence.local) sequence.local->End();
+  {
+    std::lock_guard lock(inbox_mutex_);
+    inboxes_.erase(sequence.id);
+  }
+  if (!sequence.active) return;
+  sequence.active = false;
+  std::lock_guard lock(link_mutex_);
+  if (!connected_ || sequence.epoch != epoch_) return;  // the workers dropped it already
   for (size_t i = 0; i < stages_.size(); ++i) {
     auto reply =
-        Request(i, Message{.request_id = sequence_, .payload = Release{}}, options_.timeout);
+        Request(i, Message{.request_id = sequence.id, .payload = Release{}}, options_.timeout);
     if (!reply.ok()) {
       Log(kComponent, "{}: RELEASE failed: {}", StageName(i), reply.status().message());
-      Disconnect();  // reconnect (and so free everything) on the next sequence
+      Disconnect(StageName(i) + ": " + reply.status().message());
       return;
     }
   }
 }
 
+std::vector<StageInfo> Pipeline::Impl::CheckHealth() {
+  std::lock_guard lock(link_mutex_);
+  if (!connected_) {
+    if (Status s = ConnectAll(); !s.ok()) {
+      for (size_t i = 0; i < infos_.size(); ++i) {
+        infos_[i].up = stages_.size() > i && stages_[i].control && !stages_[i].control->closed();
+      }
+      Disconnect(s.message());
+      return infos_;
+    }
+  }
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    auto pong = Request(i, Message{.payload = Ping{0}}, kPingTimeout);
+    infos_[i].up = pong.ok();
+  }
+  return infos_;
+}
+
 std::string Pipeline::Impl::PlanDescription() const {
   std::string text;
-  if (local_ && local_is_prefix_) {
+  if (options_.local_layers && local_is_prefix_) {
     text += fmt::format("local layers {}:{} | ", options_.local_layers->begin,
                         options_.local_layers->end);
   }
@@ -549,7 +642,7 @@ std::string Pipeline::Impl::PlanDescription() const {
     text += fmt::format("stage {}: {} layers {}:{}", i + 1, infos_[i].address,
                         plan_.empty() ? 0 : plan_[i].begin, plan_.empty() ? 0 : plan_[i].end);
   }
-  if (local_ && !local_is_prefix_) {
+  if (options_.local_layers && !local_is_prefix_) {
     text += fmt::format(" | local layers {}:{}", options_.local_layers->begin,
                         options_.local_layers->end);
   }
@@ -557,11 +650,16 @@ std::string Pipeline::Impl::PlanDescription() const {
 }
 
 Result<std::vector<StatsReply>> Pipeline::Impl::CollectStats() {
+  std::lock_guard lock(link_mutex_);
   if (!connected_) DGPT_RETURN_IF_ERROR(ConnectAll());
   std::vector<StatsReply> all;
   for (size_t i = 0; i < stages_.size(); ++i) {
     auto reply = Request(i, Message{.payload = Stats{}}, options_.timeout);
-    if (!reply.ok()) return Fail(Status::Error(StageName(i) + ": " + reply.status().message()));
+    if (!reply.ok()) {
+      const std::string message = StageName(i) + ": " + reply.status().message();
+      Disconnect(message);
+      return Status::Error(message);
+    }
     auto* stats = std::get_if<StatsReply>(&reply->payload);
     if (!stats) return Status::Error(StageName(i) + ": unexpected reply to STATS");
     all.push_back(*stats);
@@ -569,8 +667,32 @@ Result<std::vector<StatsReply>> Pipeline::Impl::CollectStats() {
   return all;
 }
 
+namespace {
+
+// A BlockRunner over one SequenceState of a pipeline.
+class PipelineSequence : public BlockRunner {
+ public:
+  PipelineSequence(Pipeline::Impl& pipeline, std::unique_ptr<SequenceState> state)
+      : pipeline_(pipeline), state_(std::move(state)) {}
+  ~PipelineSequence() override { End(); }
+  Status Begin(int capacity) override { return pipeline_.Begin(*state_, capacity); }
+  Status Forward(float* x, int T, bool all_rows) override {
+    return pipeline_.Forward(*state_, x, T, all_rows);
+  }
+  void End() override { pipeline_.End(*state_); }
+
+ private:
+  Pipeline::Impl& pipeline_;
+  std::unique_ptr<SequenceState> state_;
+};
+
+}  // namespace
+
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Pipeline::~Pipeline() = default;
+Pipeline::~Pipeline() {
+  default_sequence_.reset();
+  impl_.reset();
+}
 
 Result<std::unique_ptr<Pipeline>> Pipeline::Connect(const Checkpoint& model, ThreadPool& pool,
                                                     const PipelineOptions& options) {
@@ -579,23 +701,24 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Connect(const Checkpoint& model, Thr
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
+std::unique_ptr<BlockRunner> Pipeline::NewSequence() {
+  return std::make_unique<PipelineSequence>(*impl_, impl_->NewSequenceState());
+}
+
 Status Pipeline::Begin(int capacity) {
-  return impl_->Begin(capacity);
+  if (!default_sequence_) default_sequence_ = NewSequence();
+  return default_sequence_->Begin(capacity);
 }
 Status Pipeline::Forward(float* x, int T, bool all_rows) {
-  return impl_->Forward(x, T, all_rows);
+  return default_sequence_ ? default_sequence_->Forward(x, T, all_rows)
+                           : Status::Error("internal: Forward before Begin");
 }
 void Pipeline::End() {
-  impl_->End();
+  if (default_sequence_) default_sequence_->End();
 }
-std::string Pipeline::PlanDescription() const {
-  return impl_->PlanDescription();
-}
-const std::vector<StageInfo>& Pipeline::stages() const {
-  return impl_->stages();
-}
-Result<std::vector<StatsReply>> Pipeline::CollectStats() {
-  return impl_->CollectStats();
-}
+std::string Pipeline::PlanDescription() const { return impl_->PlanDescription(); }
+std::vector<StageInfo> Pipeline::stages() const { return impl_->stages(); }
+std::vector<StageInfo> Pipeline::CheckHealth() { return impl_->CheckHealth(); }
+Result<std::vector<StatsReply>> Pipeline::CollectStats() { return impl_->CollectStats(); }
 
 }  // namespace dgpt::net

@@ -52,13 +52,23 @@ struct StageInfo {
   double last_latency_ms = 0;
 };
 
+// Many sequences may run through one pipeline at once, each from its own thread (a server runs
+// one per request): their FORWARD frames interleave in the chain, so while stage 2 computes one
+// sequence's step stage 1 computes another's, and each stage batches the decode steps it has
+// queued. The Pipeline itself is also a BlockRunner for one sequence at a time (dgpt generate).
 class Pipeline : public BlockRunner {
  public:
-  // REQUIRES: `model` is a full checkpoint (for the stage fingerprints) loaded with embeddings,
-  // head and the local layers; it and `pool` outlive the pipeline.
+  // REQUIRES: `model` is a full checkpoint (for the stage fingerprints) or a coordinator shard
+  // beside its manifest, loaded with embeddings, head and the local layers; it and `pool`
+  // outlive the pipeline.
   static Result<std::unique_ptr<Pipeline>> Connect(const Checkpoint& model, ThreadPool& pool,
                                                    const PipelineOptions& options);
   ~Pipeline() override;
+
+  // A runner for one more concurrent sequence. Thread-safe; the runner must not outlive the
+  // pipeline. A failure of a stage (timeout, lost connection) fails every sequence in flight;
+  // an error about one sequence (e.g. cache_full) fails only that one.
+  std::unique_ptr<BlockRunner> NewSequence();
 
   Status Begin(int capacity) override;
   Status Forward(float* x, int T, bool all_rows) override;
@@ -66,7 +76,10 @@ class Pipeline : public BlockRunner {
 
   // "stage 1: 127.0.0.1:7001 layers 0:4 | ..." plus local layers.
   std::string PlanDescription() const;
-  const std::vector<StageInfo>& stages() const;
+  // A snapshot: address, layers, up/down and last control round trip of every stage.
+  std::vector<StageInfo> stages() const;
+  // Pings every stage now (reconnecting first if needed) and returns the fresh snapshot.
+  std::vector<StageInfo> CheckHealth();
   // STATS from every worker (reconnecting first if needed).
   Result<std::vector<StatsReply>> CollectStats();
 
@@ -75,6 +88,7 @@ class Pipeline : public BlockRunner {
  private:
   explicit Pipeline(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<BlockRunner> default_sequence_;  // for the BlockRunner interface
 };
 
 }  // namespace dgpt::net

@@ -6,6 +6,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "engine/checkpoint.h"
@@ -24,6 +25,7 @@ namespace {
 
 constexpr Duration kHandshakeTimeout = std::chrono::seconds(10);
 constexpr int kWorkspaceTokens = 128;  // grows to the largest chunk received
+constexpr size_t kMaxBatch = 64;       // decode steps computed together
 
 // What the coordinator assigned: the loaded blocks and where their output goes.
 struct Assignment {
@@ -68,8 +70,13 @@ class Worker::Impl {
   Message HandleRelease(const Message& request);
   Message HandleStats();
   void ComputeLoop();
-  void Process(const Message& message);
-  Status RunForward(const Assignment& assignment, const Message& message, Message* output);
+  void Process(std::vector<Message>& batch);
+  // Checks a FORWARD against the sequence table and finds or starts its sequence; returns the
+  // ERROR to send downstream when it cannot run.
+  std::optional<Message> Prepare(const Assignment& assignment, const Message& message,
+                                 std::shared_ptr<Sequence>* sequence);
+  // The frame that carries a computed chunk on: FORWARD to the next stage, or RESULT.
+  Message Finish(const Assignment& assignment, const Message& request, std::vector<float> x);
   void SendDownstream(const Assignment& assignment, const Message& message);
   void DropSequences(const char* why);
   void SweepIdleSequences();
@@ -92,11 +99,12 @@ class Worker::Impl {
   bool stopping_ = false;
   bool stopped_ = false;
   std::condition_variable stopped_changed_;
-  uint64_t forwards_ = 0, tokens_ = 0, compute_ns_ = 0;
+  uint64_t forwards_ = 0, tokens_ = 0, compute_ns_ = 0, batches_ = 0;
 
   std::thread accept_thread_;
   std::thread compute_thread_;
-  std::unique_ptr<Workspace> workspace_;  // compute thread only
+  std::unique_ptr<Workspace> workspace_;           // compute thread only
+  std::vector<std::shared_ptr<Sequence>> held_;  // compute thread only
 };
 
 Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -414,10 +422,20 @@ void Worker::Impl::SweepIdleSequences() {
   if (freed) Log(component(), "freed {} idle sequences", freed);
 }
 
+namespace {
+
+// A decode step (one row continuing a sequence) can share a batch with other sequences' steps.
+bool IsDecodeStep(const Message& message) {
+  if (message.type() != MessageType::kForward) return false;
+  const Forward& forward = std::get<Forward>(message.payload);
+  return forward.activations.rows == 1 && forward.first_position > 0;
+}
+
+}  // namespace
+
 void Worker::Impl::ComputeLoop() {
   while (true) {
-    Job job;
-    std::shared_ptr<Assignment> assignment;
+    std::vector<Message> batch;
     {
       std::unique_lock lock(mutex_);
       jobs_changed_.wait_for(lock, std::chrono::seconds(1),
@@ -425,7 +443,7 @@ void Worker::Impl::ComputeLoop() {
       if (stopping_) {
         // Fail what is queued so the coordinator hears about it instead of waiting.
         auto pending = std::move(jobs_);
-        assignment = assignment_;
+        auto assignment = assignment_;
         lock.unlock();
         for (const Job& queued : pending) {
           if (assignment && queued.message.type() == MessageType::kForward) {
@@ -442,130 +460,181 @@ void Worker::Impl::ComputeLoop() {
         SweepIdleSequences();
         continue;
       }
-      job = std::move(jobs_.front());
+      batch.push_back(std::move(jobs_.front().message));
       jobs_.pop_front();
+      if (IsDecodeStep(batch.front())) {
+        // Take every other queued decode step of a different sequence, so the weights are read
+        // once for all of them. A sequence with an earlier job still queued is skipped, which
+        // keeps each sequence's frames in order.
+        std::set<uint64_t> taken = {batch.front().request_id}, blocked;
+        for (auto it = jobs_.begin(); it != jobs_.end() && batch.size() < kMaxBatch;) {
+          const uint64_t id = it->message.request_id;
+          if (IsDecodeStep(it->message) && !taken.count(id) && !blocked.count(id)) {
+            taken.insert(id);
+            batch.push_back(std::move(it->message));
+            it = jobs_.erase(it);
+          } else {
+            blocked.insert(id);
+            ++it;
+          }
+        }
+      }
     }
-    Process(job.message);
+    Process(batch);
   }
 }
 
-void Worker::Impl::Process(const Message& message) {
+void Worker::Impl::Process(std::vector<Message>& batch) {
   std::shared_ptr<Assignment> assignment;
   {
     std::lock_guard lock(mutex_);
     assignment = assignment_;
   }
   if (!assignment) {
-    Log(component(), "dropped {} for sequence {}: no layers assigned yet",
-        MessageTypeName(message.type()), message.request_id);
+    Log(component(), "dropped {} frame(s) for sequence {}: no layers assigned yet", batch.size(),
+        batch.front().request_id);
     return;
   }
-  if (message.type() != MessageType::kForward) {  // RESULT / ERROR from upstream: pass it on
-    SendDownstream(*assignment, message);
+  if (batch.front().type() != MessageType::kForward) {  // RESULT / ERROR from upstream: pass on
+    SendDownstream(*assignment, batch.front());
     return;
   }
-  Message output;
-  Status status = RunForward(*assignment, message, &output);
-  if (!status.ok()) {
-    Log(component(), "sequence {}: {}", message.request_id, status.message());
-    return;
-  }
-  SendDownstream(*assignment, output);
-}
-
-Status Worker::Impl::RunForward(const Assignment& assignment, const Message& message,
-                                Message* output) {
-  const Forward& forward = std::get<Forward>(message.payload);
-  const uint64_t sequence_id = message.request_id;
-  const int C = config_.n_embd;
-  const int rows = static_cast<int>(forward.activations.rows);
-  auto fail = [&](ErrorCode code, const std::string& why) {
-    *output = Message{
-        .request_id = sequence_id,
-        .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}", assignment.layers.begin,
-                                              assignment.layers.end, options_.name, why)}};
-    return Status::Ok();  // the error travels downstream to the coordinator
-  };
-  if (static_cast<int>(forward.activations.cols) != C || rows <= 0) {
-    return fail(ErrorCode::kBadRequest, fmt::format("activations are {}x{}, expected rows x {}",
-                                                    rows, forward.activations.cols, C));
-  }
-  std::shared_ptr<Sequence> sequence;
-  {
-    std::lock_guard lock(mutex_);
-    if (forward.first_position == 0) {
-      if (forward.capacity == 0 || forward.capacity > static_cast<uint32_t>(config_.n_positions)) {
-        return fail(ErrorCode::kBadRequest, fmt::format("capacity {} is outside 1..{}",
-                                                        forward.capacity, config_.n_positions));
-      }
-      sequences_.erase(sequence_id);  // a restart of the same id replaces it
-      if (sequences_.size() >= assignment.max_sequences) {
-        return fail(ErrorCode::kCacheFull,
-                    fmt::format("all {} KV cache slots are in use; retry later or raise "
-                                "--max-sequences",
-                                assignment.max_sequences));
-      }
-      sequence = std::make_shared<Sequence>();
-      sequence->cache = std::make_unique<KvCache>(assignment.layers, forward.capacity, C);
-      sequences_[sequence_id] = sequence;
-    } else {
-      auto it = sequences_.find(sequence_id);
-      if (it == sequences_.end()) {
-        return fail(
-            ErrorCode::kUnknownSequence,
-            fmt::format("no sequence {} (released, timed out or never started)", sequence_id));
-      }
-      sequence = it->second;
+  std::vector<const Message*> steps;
+  std::vector<KvCache*> caches;
+  for (const Message& message : batch) {
+    std::shared_ptr<Sequence> sequence;
+    if (auto error = Prepare(*assignment, message, &sequence)) {
+      Log(component(), "sequence {}: {}", message.request_id,
+          std::get<ErrorMsg>(error->payload).message);
+      SendDownstream(*assignment, *error);
+      continue;
     }
-    sequence->last_used = Clock::now();
+    steps.push_back(&message);
+    caches.push_back(sequence->cache.get());
+    held_.push_back(std::move(sequence));  // alive until computed, even if released meanwhile
   }
-  KvCache& cache = *sequence->cache;
-  if (static_cast<int>(forward.first_position) != cache.length() ||
-      cache.length() + rows > cache.capacity()) {
-    return fail(ErrorCode::kBadRequest,
-                fmt::format("chunk at position {} with {} rows does not continue the cache "
-                            "(length {}, capacity {})",
-                            forward.first_position, rows, cache.length(), cache.capacity()));
-  }
+  if (steps.empty()) return;
 
+  const int C = config_.n_embd;
   const auto start = Clock::now();
-  std::vector<float> x = forward.activations.values;
-  // One ForwardBlocks call per chunk, exactly as the coordinator chunked it: the same chunking
-  // as a single process, hence bit-identical results.
-  if (rows > workspace_->max_tokens()) workspace_ = std::make_unique<Workspace>(config_, rows);
-  ForwardBlocks(x.data(), rows, cache, *assignment.model, *workspace_, pool_);
+  std::vector<std::vector<float>> outputs;
+  int tokens = 0;
+  if (steps.size() == 1) {
+    // One chunk, computed exactly as the coordinator chunked it: the same chunking as a single
+    // process, hence bit-identical results.
+    const Forward& forward = std::get<Forward>(steps[0]->payload);
+    const int rows = static_cast<int>(forward.activations.rows);
+    if (rows > workspace_->max_tokens()) workspace_ = std::make_unique<Workspace>(config_, rows);
+    outputs.push_back(forward.activations.values);
+    ForwardBlocks(outputs[0].data(), rows, *caches[0], *assignment->model, *workspace_, pool_);
+    tokens = rows;
+  } else {
+    const int B = static_cast<int>(steps.size());
+    if (B > workspace_->max_tokens()) workspace_ = std::make_unique<Workspace>(config_, B);
+    std::vector<float> x(static_cast<size_t>(B) * C);
+    for (int b = 0; b < B; ++b) {
+      const auto& values = std::get<Forward>(steps[b]->payload).activations.values;
+      std::copy(values.begin(), values.end(), x.begin() + static_cast<size_t>(b) * C);
+    }
+    ForwardBlocksBatch(x.data(), caches, *assignment->model, *workspace_, pool_);
+    for (int b = 0; b < B; ++b) {
+      outputs.emplace_back(x.begin() + static_cast<size_t>(b) * C,
+                           x.begin() + static_cast<size_t>(b + 1) * C);
+    }
+    tokens = B;
+  }
+  held_.clear();
   {
     std::lock_guard lock(mutex_);
-    forwards_++;
-    tokens_ += rows;
+    forwards_ += steps.size();
+    tokens_ += tokens;
+    batches_ += steps.size() > 1;
     compute_ns_ +=
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
   }
+  for (size_t k = 0; k < steps.size(); ++k) {
+    SendDownstream(*assignment, Finish(*assignment, *steps[k], std::move(outputs[k])));
+  }
+}
 
-  Tensor out{.dtype = assignment.wire_dtype,
-             .rows = static_cast<uint32_t>(rows),
-             .cols = static_cast<uint32_t>(C),
+std::optional<Message> Worker::Impl::Prepare(const Assignment& assignment, const Message& message,
+                                             std::shared_ptr<Sequence>* out) {
+  const Forward& forward = std::get<Forward>(message.payload);
+  const uint64_t sequence_id = message.request_id;
+  const int rows = static_cast<int>(forward.activations.rows);
+  auto error = [&](ErrorCode code, const std::string& why) {
+    return Message{.request_id = sequence_id,
+                   .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}",
+                                                         assignment.layers.begin,
+                                                         assignment.layers.end, options_.name,
+                                                         why)}};
+  };
+  if (static_cast<int>(forward.activations.cols) != config_.n_embd || rows <= 0) {
+    return error(ErrorCode::kBadRequest, fmt::format("activations are {}x{}, expected rows x {}",
+                                                     rows, forward.activations.cols,
+                                                     config_.n_embd));
+  }
+  std::lock_guard lock(mutex_);
+  std::shared_ptr<Sequence> sequence;
+  if (forward.first_position == 0) {
+    if (forward.capacity == 0 || forward.capacity > static_cast<uint32_t>(config_.n_positions)) {
+      return error(ErrorCode::kBadRequest, fmt::format("capacity {} is outside 1..{}",
+                                                       forward.capacity, config_.n_positions));
+    }
+    sequences_.erase(sequence_id);  // a restart of the same id replaces it
+    if (sequences_.size() >= assignment.max_sequences) {
+      return error(ErrorCode::kCacheFull,
+                   fmt::format("all {} KV cache slots are in use; retry later or raise "
+                               "--max-sequences",
+                               assignment.max_sequences));
+    }
+    sequence = std::make_shared<Sequence>();
+    sequence->cache =
+        std::make_unique<KvCache>(assignment.layers, forward.capacity, config_.n_embd);
+    sequences_[sequence_id] = sequence;
+  } else {
+    auto it = sequences_.find(sequence_id);
+    if (it == sequences_.end()) {
+      return error(ErrorCode::kUnknownSequence,
+                   fmt::format("no sequence {} (released, timed out or never started)",
+                               sequence_id));
+    }
+    sequence = it->second;
+  }
+  const KvCache& cache = *sequence->cache;
+  if (static_cast<int>(forward.first_position) != cache.length() ||
+      cache.length() + rows > cache.capacity()) {
+    return error(ErrorCode::kBadRequest,
+                 fmt::format("chunk at position {} with {} rows does not continue the cache "
+                             "(length {}, capacity {})",
+                             forward.first_position, rows, cache.length(), cache.capacity()));
+  }
+  sequence->last_used = Clock::now();
+  *out = std::move(sequence);
+  return std::nullopt;
+}
+
+Message Worker::Impl::Finish(const Assignment& assignment, const Message& request,
+                             std::vector<float> x) {
+  const Forward& forward = std::get<Forward>(request.payload);
+  const uint32_t C = static_cast<uint32_t>(config_.n_embd);
+  Tensor out{.dtype = assignment.wire_dtype, .rows = forward.activations.rows, .cols = C,
              .values = std::move(x)};
   if (!assignment.last_stage) {
-    *output = Message{.flags = message.flags,
-                      .request_id = sequence_id,
-                      .payload = Forward{forward.first_position, forward.capacity, std::move(out)}};
-    return Status::Ok();
+    return Message{.flags = request.flags,
+                   .request_id = request.request_id,
+                   .payload = Forward{forward.first_position, forward.capacity, std::move(out)}};
   }
-  if (!(message.flags & (kFlagLastChunk | kFlagAllRows))) {
-    *output = Message{};  // a middle prefill chunk: nothing to report
-    output->payload = Ok{};
-    return Status::Ok();
+  if (!(request.flags & (kFlagLastChunk | kFlagAllRows))) {
+    return Message{.payload = Ok{}};  // a middle prefill chunk: nothing to report
   }
   uint32_t first = forward.first_position;
-  if (!(message.flags & kFlagAllRows)) {  // only the last row feeds the LM head
+  if (!(request.flags & kFlagAllRows)) {  // only the last row feeds the LM head
     out.values.erase(out.values.begin(), out.values.end() - C);
     first += out.rows - 1;
     out.rows = 1;
   }
-  *output =
-      Message{.flags = 0, .request_id = sequence_id, .payload = ResultMsg{first, std::move(out)}};
-  return Status::Ok();
+  return Message{.request_id = request.request_id, .payload = ResultMsg{first, std::move(out)}};
 }
 
 void Worker::Impl::SendDownstream(const Assignment& assignment, const Message& message) {

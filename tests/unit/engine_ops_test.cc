@@ -188,3 +188,18 @@ TEST_CASE("thread pool runs every task exactly once, many times over", "[threads
   });
   for (int c : covered) REQUIRE(c == 1);
 }
+
+TEST_CASE("batched decode rows are bit-identical to one row at a time", "[ops]") {
+  const int IN = 70, OUT = 90, B = 5;
+  auto w = RandomVector(IN * OUT, 14), bias = RandomVector(OUT, 15), in = RandomVector(B * IN, 16);
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    std::vector<float> batched(B * OUT);
+    matmul_rows_forward(batched.data(), in.data(), w.data(), bias.data(), B, IN, OUT, pool);
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> single(OUT);
+      matmul_forward(single.data(), in.data() + b * IN, w.data(), bias.data(), 1, IN, OUT, pool);
+      REQUIRE(std::equal(single.begin(), single.end(), batched.begin() + b * OUT));
+    }
+  }
+}
