@@ -143,7 +143,8 @@ class Pipeline::Impl {
   Status Fail(uint64_t epoch, const Status& cause);
   Status SendChunk(SequenceState& sequence, float* x, int first_row, int rows, int pos0,
                    uint32_t flags);
-  Status AwaitResults(SequenceState& sequence, float* x, int T, int pos0, int expected);
+  Status AwaitResults(SequenceState& sequence, float* x, int T, int pos0, int expected,
+                      std::vector<StageTiming>* timings);
 
   const Checkpoint& model_;
   ThreadPool& pool_;
@@ -511,7 +512,7 @@ Status Pipeline::Impl::SendChunk(SequenceState& sequence, float* x, int first_ro
                   .request_id = sequence.id,
                   .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
                                           static_cast<uint32_t>(sequence.capacity),
-                                          std::move(activations)}};
+                                          std::move(activations), {}}};
   std::lock_guard lock(link_mutex_);
   if (sequence.epoch != epoch_ || !data_) {
     return Status::Error("the pipeline was reconnected while this request ran; retry it");
@@ -521,7 +522,7 @@ Status Pipeline::Impl::SendChunk(SequenceState& sequence, float* x, int first_ro
 }
 
 Status Pipeline::Impl::AwaitResults(SequenceState& sequence, float* x, int T, int pos0,
-                                    int expected) {
+                                    int expected, std::vector<StageTiming>* timings) {
   const int C = model_.config().n_embd;
   for (int received = 0; received < expected;) {
     Message message;
@@ -551,6 +552,7 @@ Status Pipeline::Impl::AwaitResults(SequenceState& sequence, float* x, int T, in
       return Status::Error("the last stage sent a RESULT that does not fit the request");
     }
     std::copy(result.activations.values.begin(), result.activations.values.end(), x + offset * C);
+    *timings = result.timings;
     ++received;
   }
   return Status::Ok();
@@ -563,6 +565,7 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
   const bool want_all_rows = all_rows || local_suffix;  // suffix layers need every row's K/V
   const int chunk = options_.prefill_chunk;
   const int chunks = (T + chunk - 1) / chunk;
+  const auto start = Clock::now();
   for (int c = 0; c < chunks; ++c) {
     const int first = c * chunk, rows = std::min(chunk, T - first);
     if (sequence.local && local_is_prefix_) {
@@ -575,7 +578,9 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
       return Fail(sequence.epoch, s);
     }
   }
-  if (Status s = AwaitResults(sequence, x, T, pos0, want_all_rows ? chunks : 1); !s.ok()) {
+  StepTimings step{.rows = T, .total_seconds = 0, .stages = {}};
+  if (Status s = AwaitResults(sequence, x, T, pos0, want_all_rows ? chunks : 1, &step.stages);
+      !s.ok()) {
     // An ERROR about this sequence alone (e.g. cache_full) leaves the links up.
     const bool links_ok = s.message().find("no result from") == std::string::npos &&
                           s.message().find(ErrorCodeName(ErrorCode::kShuttingDown)) ==
@@ -587,6 +592,8 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
     }
     return links_ok && sequence_error ? s : Fail(sequence.epoch, s);
   }
+  step.total_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (options_.observe_step) options_.observe_step(step);
   if (local_suffix) DGPT_RETURN_IF_ERROR(sequence.local->Forward(x, T, all_rows));
   sequence.position += T;
   return Status::Ok();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,15 @@
 #include "net/messages.h"
 
 namespace dgpt::net {
+
+// One step of one sequence through the workers, for metrics and benchmarks: the time from the
+// first FORWARD sent to the last RESULT received, and what each stage reported for the chunk
+// that ended the step (queue wait, compute). The rest of total_seconds is on the wire.
+struct StepTimings {
+  int rows = 0;
+  double total_seconds = 0;
+  std::vector<StageTiming> stages;
+};
 
 struct PipelineOptions {
   std::vector<std::string> workers;  // HOST:PORT, in chain order
@@ -33,6 +43,8 @@ struct PipelineOptions {
   uint32_t max_sequences = 0;                   // per worker; 0 = the worker's own limit
   std::string return_listen;                    // where the last stage connects back; default: auto
   std::string name = "coordinator";
+  // Called (from the sequence's thread) after every successful step; must be thread-safe.
+  std::function<void(const StepTimings&)> observe_step;
 };
 
 // Splits `n` layers into ranges in proportion to `weights` (largest remainder; every range gets

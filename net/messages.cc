@@ -135,14 +135,24 @@ void EncodeFields(const Assigned& m, std::vector<uint8_t>* out) {
   PutBytes32(out, m.fingerprint);
   PutU64(out, m.weight_bytes);
 }
+void PutTimings(std::vector<uint8_t>* out, const std::vector<StageTiming>& timings) {
+  const size_t count = std::min(timings.size(), kMaxStageTimings);
+  PutU8(out, static_cast<uint8_t>(count));
+  for (size_t i = 0; i < count; ++i) {
+    PutU64(out, timings[i].queue_ns);
+    PutU64(out, timings[i].compute_ns);
+  }
+}
 void EncodeFields(const Forward& m, std::vector<uint8_t>* out) {
   PutU32(out, m.first_position);
   PutU32(out, m.capacity);
   PutTensor(out, m.activations);
+  PutTimings(out, m.timings);
 }
 void EncodeFields(const ResultMsg& m, std::vector<uint8_t>* out) {
   PutU32(out, m.first_position);
   PutTensor(out, m.activations);
+  PutTimings(out, m.timings);
 }
 void EncodeFields(const Release&, std::vector<uint8_t>*) {}
 void EncodeFields(const Ok&, std::vector<uint8_t>*) {}
@@ -302,12 +312,28 @@ bool DecodeFields(PayloadReader& in, Assign* m) {
 bool DecodeFields(PayloadReader& in, Assigned* m) {
   return in.Raw32("fingerprint", &m->fingerprint) && in.U64("weight_bytes", &m->weight_bytes);
 }
+bool DecodeTimings(PayloadReader& in, std::vector<StageTiming>* timings) {
+  uint8_t count = 0;
+  if (!in.U8("timing count", &count)) return false;
+  if (count > kMaxStageTimings) {
+    return in.Fail("timing count " + std::to_string(count) + " exceeds " +
+                   std::to_string(kMaxStageTimings));
+  }
+  timings->resize(count);
+  for (StageTiming& timing : *timings) {
+    if (!in.U64("queue_ns", &timing.queue_ns) || !in.U64("compute_ns", &timing.compute_ns)) {
+      return false;
+    }
+  }
+  return true;
+}
 bool DecodeFields(PayloadReader& in, Forward* m) {
   return in.U32("first_position", &m->first_position) && in.U32("capacity", &m->capacity) &&
-         in.TensorField(&m->activations);
+         in.TensorField(&m->activations) && DecodeTimings(in, &m->timings);
 }
 bool DecodeFields(PayloadReader& in, ResultMsg* m) {
-  return in.U32("first_position", &m->first_position) && in.TensorField(&m->activations);
+  return in.U32("first_position", &m->first_position) && in.TensorField(&m->activations) &&
+         DecodeTimings(in, &m->timings);
 }
 bool DecodeFields(PayloadReader&, Release*) {
   return true;

@@ -103,14 +103,24 @@ struct Assigned {
   Bytes32 fingerprint{};
   uint64_t weight_bytes = 0;
 };
+// What one stage spent on a chunk: waiting in its queue, then computing. Each stage appends its
+// own to the frame it passes on, so the coordinator sees every stage's share of a step.
+inline constexpr size_t kMaxStageTimings = 64;
+struct StageTiming {
+  uint64_t queue_ns = 0;
+  uint64_t compute_ns = 0;
+  bool operator==(const StageTiming&) const = default;
+};
 struct Forward {
   uint32_t first_position = 0;
   uint32_t capacity = 0;
   Tensor activations;
+  std::vector<StageTiming> timings;  // of the stages before this hop, in chain order
 };
 struct ResultMsg {
   uint32_t first_position = 0;
   Tensor activations;
+  std::vector<StageTiming> timings;  // of every stage, in chain order
 };
 struct Release {};
 struct Ok {};

@@ -46,6 +46,7 @@ struct Sequence {
 // A frame from a data connection, waiting for the compute thread.
 struct Job {
   Message message;
+  Clock::time_point received;
 };
 
 }  // namespace
@@ -70,7 +71,7 @@ class Worker::Impl {
   Message HandleRelease(const Message& request);
   Message HandleStats();
   void ComputeLoop();
-  void Process(std::vector<Message>& batch);
+  void Process(std::vector<Job>& batch);
   // Checks a FORWARD against the sequence table and finds or starts its sequence; returns the
   // ERROR to send downstream when it cannot run.
   std::optional<Message> Prepare(const Assignment& assignment, const Message& message,
@@ -265,7 +266,7 @@ void Worker::Impl::ServeData(Connection& connection) {
     }
     std::lock_guard lock(mutex_);
     if (stopping_) return;
-    jobs_.push_back(Job{std::move(message).value()});
+    jobs_.push_back(Job{std::move(message).value(), Clock::now()});
     jobs_changed_.notify_one();
   }
 }
@@ -435,7 +436,7 @@ bool IsDecodeStep(const Message& message) {
 
 void Worker::Impl::ComputeLoop() {
   while (true) {
-    std::vector<Message> batch;
+    std::vector<Job> batch;
     {
       std::unique_lock lock(mutex_);
       jobs_changed_.wait_for(lock, std::chrono::seconds(1),
@@ -460,18 +461,18 @@ void Worker::Impl::ComputeLoop() {
         SweepIdleSequences();
         continue;
       }
-      batch.push_back(std::move(jobs_.front().message));
+      batch.push_back(std::move(jobs_.front()));
       jobs_.pop_front();
-      if (IsDecodeStep(batch.front())) {
+      if (IsDecodeStep(batch.front().message)) {
         // Take every other queued decode step of a different sequence, so the weights are read
         // once for all of them. A sequence with an earlier job still queued is skipped, which
         // keeps each sequence's frames in order.
-        std::set<uint64_t> taken = {batch.front().request_id}, blocked;
+        std::set<uint64_t> taken = {batch.front().message.request_id}, blocked;
         for (auto it = jobs_.begin(); it != jobs_.end() && batch.size() < kMaxBatch;) {
           const uint64_t id = it->message.request_id;
           if (IsDecodeStep(it->message) && !taken.count(id) && !blocked.count(id)) {
             taken.insert(id);
-            batch.push_back(std::move(it->message));
+            batch.push_back(std::move(*it));
             it = jobs_.erase(it);
           } else {
             blocked.insert(id);
@@ -484,7 +485,7 @@ void Worker::Impl::ComputeLoop() {
   }
 }
 
-void Worker::Impl::Process(std::vector<Message>& batch) {
+void Worker::Impl::Process(std::vector<Job>& batch) {
   std::shared_ptr<Assignment> assignment;
   {
     std::lock_guard lock(mutex_);
@@ -492,16 +493,18 @@ void Worker::Impl::Process(std::vector<Message>& batch) {
   }
   if (!assignment) {
     Log(component(), "dropped {} frame(s) for sequence {}: no layers assigned yet", batch.size(),
-        batch.front().request_id);
+        batch.front().message.request_id);
     return;
   }
-  if (batch.front().type() != MessageType::kForward) {  // RESULT / ERROR from upstream: pass on
-    SendDownstream(*assignment, batch.front());
+  if (batch.front().message.type() != MessageType::kForward) {  // RESULT / ERROR: pass it on
+    SendDownstream(*assignment, batch.front().message);
     return;
   }
-  std::vector<const Message*> steps;
+  std::vector<Message*> steps;
   std::vector<KvCache*> caches;
-  for (const Message& message : batch) {
+  std::vector<Clock::time_point> received;
+  for (Job& job : batch) {
+    Message& message = job.message;
     std::shared_ptr<Sequence> sequence;
     if (auto error = Prepare(*assignment, message, &sequence)) {
       Log(component(), "sequence {}: {}", message.request_id,
@@ -510,6 +513,7 @@ void Worker::Impl::Process(std::vector<Message>& batch) {
       continue;
     }
     steps.push_back(&message);
+    received.push_back(job.received);
     caches.push_back(sequence->cache.get());
     held_.push_back(std::move(sequence));  // alive until computed, even if released meanwhile
   }
@@ -544,15 +548,20 @@ void Worker::Impl::Process(std::vector<Message>& batch) {
     tokens = B;
   }
   held_.clear();
+  const auto nanoseconds = [](Clock::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  };
+  const uint64_t compute_ns = nanoseconds(Clock::now() - start);
   {
     std::lock_guard lock(mutex_);
     forwards_ += steps.size();
     tokens_ += tokens;
     batches_ += steps.size() > 1;
-    compute_ns_ +=
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    compute_ns_ += compute_ns;
   }
   for (size_t k = 0; k < steps.size(); ++k) {
+    auto& timings = std::get<Forward>(steps[k]->payload).timings;
+    timings.push_back(StageTiming{nanoseconds(start - received[k]), compute_ns});
     SendDownstream(*assignment, Finish(*assignment, *steps[k], std::move(outputs[k])));
   }
 }
@@ -623,7 +632,8 @@ Message Worker::Impl::Finish(const Assignment& assignment, const Message& reques
   if (!assignment.last_stage) {
     return Message{.flags = request.flags,
                    .request_id = request.request_id,
-                   .payload = Forward{forward.first_position, forward.capacity, std::move(out)}};
+                   .payload = Forward{forward.first_position, forward.capacity, std::move(out),
+                                      forward.timings}};
   }
   if (!(request.flags & (kFlagLastChunk | kFlagAllRows))) {
     return Message{.payload = Ok{}};  // a middle prefill chunk: nothing to report
@@ -634,7 +644,7 @@ Message Worker::Impl::Finish(const Assignment& assignment, const Message& reques
     first += out.rows - 1;
     out.rows = 1;
   }
-  return Message{.request_id = request.request_id, .payload = ResultMsg{first, std::move(out)}};
+  return Message{.request_id = request.request_id, .payload = ResultMsg{first, std::move(out), forward.timings}};
 }
 
 void Worker::Impl::SendDownstream(const Assignment& assignment, const Message& message) {

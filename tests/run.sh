@@ -6,7 +6,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${DGPT_BUILD_DIR:-$root/build}
 jobs=$(nproc)
 
-bash "$root/deploy/install-deps.sh"
+bash "$root/deploy/install-deps.sh" --test
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDGPT_WERROR=ON >/dev/null
 cmake --build "$build" -j "$jobs"
 cd "$build"

@@ -12,6 +12,7 @@ using CommandRunner = std::function<int()>;
 // Each adds a subcommand to `app` and sets *runner when that subcommand is selected.
 void AddGenerateCommand(CLI::App& app, CommandRunner* runner);
 void AddInspectCommand(CLI::App& app, CommandRunner* runner);
+void AddServeCommand(CLI::App& app, CommandRunner* runner);
 void AddSplitCommand(CLI::App& app, CommandRunner* runner);
 void AddTokenizeCommand(CLI::App& app, CommandRunner* runner);
 void AddWorkerCommand(CLI::App& app, CommandRunner* runner);

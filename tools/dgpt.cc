@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   dgpt::cli::CommandRunner runner;
   dgpt::cli::AddGenerateCommand(app, &runner);
   dgpt::cli::AddInspectCommand(app, &runner);
+  dgpt::cli::AddServeCommand(app, &runner);
   dgpt::cli::AddSplitCommand(app, &runner);
   dgpt::cli::AddTokenizeCommand(app, &runner);
   dgpt::cli::AddWorkerCommand(app, &runner);

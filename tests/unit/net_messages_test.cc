@@ -169,8 +169,8 @@ std::vector<Message> SampleMessages() {
       Message{kFlagLastStage, 3, SampleAssign()},
       Message{0, 4, Assigned{Pattern32(4), 497759232}},
       Message{kFlagLastChunk | kFlagAllRows, 0xdeadbeefcafef00dull,
-              Forward{17, 1024, MakeTensor(WireDType::kF32, 3, 5, 1)}},
-      Message{0, 6, ResultMsg{4096, MakeTensor(WireDType::kF16, 2, 3, 2)}},
+              Forward{17, 1024, MakeTensor(WireDType::kF32, 3, 5, 1), {}}},
+      Message{0, 6, ResultMsg{4096, MakeTensor(WireDType::kF16, 2, 3, 2), {}}},
       Message{0, 0xffffffffffffffffull, Release{}},
       Message{0, 8, Ok{}},
       Message{0, 9, Ping{1718000000123456789ull}},
@@ -257,7 +257,7 @@ TEST_CASE("ASSIGNED round trips", "[net][messages]") {
 
 TEST_CASE("FORWARD round trips f32 activations bit for bit", "[net][messages]") {
   const Tensor sent = MakeTensor(WireDType::kF32, 4, 7, 11);
-  const Forward got = RoundTrip<Forward>(Message{kFlagLastChunk, 99, Forward{0, 2048, sent}});
+  const Forward got = RoundTrip<Forward>(Message{kFlagLastChunk, 99, Forward{0, 2048, sent, {}}});
   CHECK(got.first_position == 0);
   CHECK(got.capacity == 2048);
   CheckTensorBits(got.activations, sent);
@@ -271,7 +271,7 @@ TEST_CASE("FORWARD round trips f16 activations rounded as the conversion says", 
   sent.values[9] = 70000.0f;                       // overflows to inf
   sent.values[10] = 1.0f + std::ldexp(1.0f, -11);  // tie: rounds to 1.0
   sent.values[11] = std::ldexp(1.0f, -24);         // smallest half subnormal
-  const Forward got = RoundTrip<Forward>(Message{kFlagAllRows, 5, Forward{31, 64, sent}});
+  const Forward got = RoundTrip<Forward>(Message{kFlagAllRows, 5, Forward{31, 64, sent, {}}});
   CheckTensorBits(got.activations, sent);
   CHECK(got.activations.values[8] == HalfBitsToFloat(0x2e66));  // 0.1f
   CHECK(std::isinf(got.activations.values[9]));
@@ -282,7 +282,7 @@ TEST_CASE("FORWARD round trips f16 activations rounded as the conversion says", 
 
 TEST_CASE("FORWARD round trips an empty tensor", "[net][messages]") {
   const Tensor empty{WireDType::kF32, 0, 768, {}};
-  const Forward got = RoundTrip<Forward>(Message{0, 5, Forward{3, 4, empty}});
+  const Forward got = RoundTrip<Forward>(Message{0, 5, Forward{3, 4, empty, {}}});
   CHECK(got.activations.rows == 0);
   CHECK(got.activations.cols == 768);
   CHECK(got.activations.values.empty());
@@ -290,7 +290,7 @@ TEST_CASE("FORWARD round trips an empty tensor", "[net][messages]") {
 
 TEST_CASE("RESULT round trips", "[net][messages]") {
   const Tensor sent = MakeTensor(WireDType::kF16, 1, 33, 13);
-  const ResultMsg got = RoundTrip<ResultMsg>(Message{0, 6, ResultMsg{4095, sent}});
+  const ResultMsg got = RoundTrip<ResultMsg>(Message{0, 6, ResultMsg{4095, sent, {}}});
   CHECK(got.first_position == 4095);
   CheckTensorBits(got.activations, sent);
 }
@@ -359,13 +359,26 @@ TEST_CASE("a PING frame has exactly the documented bytes", "[net][messages]") {
 
 TEST_CASE("a FORWARD frame lays out flags and the tensor as documented", "[net][messages]") {
   const Tensor tensor{WireDType::kF16, 1, 2, {1.0f, -2.0f}};
-  const Bytes frame = Encode(Message{kFlagLastChunk, 7, Forward{5, 16, tensor}});
+  const Bytes frame = Encode(Message{kFlagLastChunk, 7, Forward{5, 16, tensor, {}}});
   const Bytes payload(frame.begin() + kHeaderSize, frame.end());
   CHECK(frame[8] == 0x01);
   CHECK(payload == Bytes{5,    0,    0,    0,   16, 0, 0, 0,  // first_position, capacity
                          1,                                   // dtype f16
                          1,    0,    0,    0,   2,  0, 0, 0,  // rows, cols
-                         0x00, 0x3c, 0x00, 0xc0});            // 1.0, -2.0
+                         0x00, 0x3c, 0x00, 0xc0,              // 1.0, -2.0
+                         0});                                 // no stage timings yet
+}
+
+TEST_CASE("stage timings travel with FORWARD and RESULT", "[net][messages]") {
+  const Tensor tensor{WireDType::kF32, 1, 1, {0.5f}};
+  const std::vector<StageTiming> timings = {{1, 2}, {0xffffffffffull, 3}};
+  CHECK(RoundTrip<Forward>(Message{0, 3, Forward{1, 8, tensor, timings}}).timings == timings);
+  CHECK(RoundTrip<ResultMsg>(Message{0, 3, ResultMsg{1, tensor, timings}}).timings == timings);
+  Bytes frame = Encode(Message{0, 3, ResultMsg{1, tensor, {}}});
+  frame.back() = 65;  // a count past the limit, with no entries behind it
+  Result<Message> decoded = DecodeFrame(frame, kDefaultMaxFrameBytes);
+  REQUIRE_FALSE(decoded.ok());
+  CHECK_THAT(decoded.status().message(), Catch::Contains("timing count 65 exceeds 64"));
 }
 
 TEST_CASE("EncodeMessage appends to what the buffer already holds", "[net][messages]") {
@@ -444,7 +457,7 @@ TEST_CASE("UnknownType", "[net][messages]") {
 
 TEST_CASE("UnknownFlagBits", "[net][messages]") {
   const Tensor tensor{WireDType::kF32, 1, 1, {2.0f}};
-  Bytes forward = Encode(Message{kFlagLastChunk | kFlagAllRows, 1, Forward{0, 8, tensor}});
+  Bytes forward = Encode(Message{kFlagLastChunk | kFlagAllRows, 1, Forward{0, 8, tensor, {}}});
   CHECK(DecodeError(forward) == "OK");
   SetU32(&forward, 8, kFlagLastChunk | 0x4);
   CHECK(DecodeError(forward) == "FORWARD: unknown flag bits 0x00000004");
@@ -461,7 +474,7 @@ TEST_CASE("UnknownFlagBits", "[net][messages]") {
   Bytes ping = Encode(Message{0, 1, Ping{1}});
   SetU32(&ping, 8, kFlagLastChunk);
   CHECK(DecodeError(ping) == "PING: unknown flag bits 0x00000001");
-  Bytes result = Encode(Message{0, 1, ResultMsg{0, tensor}});
+  Bytes result = Encode(Message{0, 1, ResultMsg{0, tensor, {}}});
   SetU32(&result, 8, kFlagAllRows);
   CHECK(DecodeError(result) == "RESULT: unknown flag bits 0x00000002");
 }
@@ -494,7 +507,7 @@ TEST_CASE("HeaderClaiming4GiBIsRefusedByDecodeHeaderAloneWithoutAllocating", "[n
 
 TEST_CASE("DecodeHeader returns the header fields", "[net][messages]") {
   const Tensor tensor{WireDType::kF32, 1, 2, {1.0f, 2.0f}};
-  const Bytes frame = Encode(Message{kFlagAllRows, 0x0abcdef012345678ull, Forward{1, 2, tensor}});
+  const Bytes frame = Encode(Message{kFlagAllRows, 0x0abcdef012345678ull, Forward{1, 2, tensor, {}}});
   Result<FrameHeader> header = DecodeHeader(
       std::span<const uint8_t, kHeaderSize>(frame.data(), kHeaderSize), kDefaultMaxFrameBytes);
   REQUIRE(header.ok());
@@ -573,7 +586,7 @@ TEST_CASE("TrailingBytes", "[net][messages]") {
 
   // A tensor with more values than rows * cols.
   Bytes forward =
-      Encode(Message{0, 1, Forward{0, 8, Tensor{WireDType::kF32, 2, 3, {1, 2, 3, 4, 5, 6}}}});
+      Encode(Message{0, 1, Forward{0, 8, Tensor{WireDType::kF32, 2, 3, {1, 2, 3, 4, 5, 6}}, {}}});
   PutF32(&forward, 7.0f);
   FixPayloadLength(&forward);
   CHECK(DecodeError(forward) == "FORWARD: trailing 4 bytes");
@@ -690,9 +703,11 @@ TEST_CASE("TensorSizeMismatch", "[net][messages]") {
         "FORWARD: tensor of 1000 x 1000 f32 needs 4000000 bytes but 12 remain");
   CHECK(DecodeError(RawFrame(MessageType::kForward, TensorPayload(1, 2, 3, 11))) ==
         "FORWARD: tensor of 2 x 3 f16 needs 12 bytes but 11 remain");
-  CHECK(DecodeError(RawFrame(MessageType::kForward, TensorPayload(1, 2, 3, 12))) == "OK");
-  CHECK(DecodeError(RawFrame(MessageType::kForward, TensorPayload(1, 2, 3, 13))) ==
-        "FORWARD: trailing 1 bytes");
+  Bytes complete = TensorPayload(1, 2, 3, 12);
+  complete.push_back(0);  // no stage timings
+  CHECK(DecodeError(RawFrame(MessageType::kForward, complete)) == "OK");
+  complete.push_back(0);
+  CHECK(DecodeError(RawFrame(MessageType::kForward, complete)) == "FORWARD: trailing 1 bytes");
   // RESULT has no capacity field: strip it.
   Bytes result = TensorPayload(0, 3, 3, 8);
   result.erase(result.begin() + 4, result.begin() + 8);

@@ -1,0 +1,258 @@
+#include "tools/serve/completion_engine.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "engine/ops.h"
+#include "net/coordinator.h"
+#include "tools/local_workers.h"
+
+namespace dgpt::serve {
+
+// LocalBlockRunner plus the counters a worker would report in STATS, so /metrics and /health
+// look the same in both modes.
+class CompletionEngine::CountingRunner : public BlockRunner {
+ public:
+  explicit CountingRunner(CompletionEngine& engine)
+      : engine_(engine), blocks_(*engine.model_, *engine.pool_, engine.prefill_chunk_) {}
+  ~CountingRunner() override { End(); }
+
+  Status Begin(int capacity) override {
+    if (!active_) ++engine_.local_sequences_;
+    active_ = true;
+    return blocks_.Begin(capacity);
+  }
+  Status Forward(float* x, int T, bool all_rows) override {
+    const auto start = std::chrono::steady_clock::now();
+    Status status = blocks_.Forward(x, T, all_rows);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    engine_.local_compute_ns_ +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count();
+    ++engine_.local_forwards_;
+    engine_.local_tokens_ += T;
+    return status;
+  }
+  void End() override {
+    blocks_.End();
+    if (active_) --engine_.local_sequences_;
+    active_ = false;
+  }
+
+ private:
+  CompletionEngine& engine_;
+  LocalBlockRunner blocks_;
+  bool active_ = false;
+};
+
+namespace {
+
+Result<LayerRange> ParseRange(const std::string& text, const char* option) {
+  LayerRange range;
+  char extra = 0;
+  if (std::sscanf(text.c_str(), "%d:%d%c", &range.begin, &range.end, &extra) != 2 ||
+      range.begin < 0 || range.end <= range.begin) {
+    return Status::Error(fmt::format("{} \"{}\" is not a layer range like 0:4", option, text));
+  }
+  return range;
+}
+
+// "models/gpt2/" -> "gpt2": what clients put in "model".
+std::string ModelName(const std::string& model_dir) {
+  std::filesystem::path path(model_dir);
+  path = path.lexically_normal();
+  if (!path.has_filename()) path = path.parent_path();
+  std::string name = path.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    name = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
+  }
+  return name.empty() ? "model" : name;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOptions& options) {
+  const bool uses_pipeline = !options.workers.empty() || options.local_workers > 0;
+  if (options.max_sequences < 1) return Status::Error("--max-sequences must be >= 1");
+  if (options.prefill_chunk < 1) return Status::Error("--prefill-chunk must be >= 1");
+  auto engine = std::unique_ptr<CompletionEngine>(new CompletionEngine());
+  engine->model_name_ = ModelName(options.model_dir);
+  engine->max_sequences_ = options.max_sequences;
+  engine->prefill_chunk_ = options.prefill_chunk;
+  const int threads = options.threads > 0 ? options.threads : DefaultThreadCount();
+  SetBlasThreads(threads);
+  engine->pool_ = std::make_unique<ThreadPool>(threads);
+
+  std::optional<LayerRange> local_layers;
+  if (!options.local_layers.empty()) {
+    auto range = ParseRange(options.local_layers, "--local-layers");
+    if (!range.ok()) return range.status();
+    local_layers = *range;
+  }
+  if (!uses_pipeline && local_layers) {
+    return Status::Error("--local-layers needs --workers or --local-workers");
+  }
+  // As in dgpt generate: with workers, this process maps the embeddings, the head and its own
+  // layers; the workers' layers are only hashed for the fingerprints.
+  LoadOptions load;
+  if (uses_pipeline) load.layers = local_layers.value_or(LayerRange{0, 0});
+  auto model = Checkpoint::Load(options.model_dir, load);
+  if (!model.ok()) return model.status();
+  engine->model_ = std::move(model).value();
+  auto tokenizer = LoadTokenizer(options.model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  engine->tokenizer_ = std::move(tokenizer).value();
+  if (engine->tokenizer_->vocab_size() > engine->model_->config().vocab_size) {
+    return Status::Error(fmt::format("{}: the tokenizer has {} tokens but the model only {}",
+                                     options.model_dir, engine->tokenizer_->vocab_size(),
+                                     engine->model_->config().vocab_size));
+  }
+  if (!uses_pipeline) return engine;
+
+  net::PipelineOptions pipeline;
+  pipeline.workers = options.workers;
+  pipeline.layers = options.layers;
+  pipeline.local_layers = local_layers;
+  pipeline.prefill_chunk = options.prefill_chunk;
+  pipeline.timeout = net::Duration(static_cast<int64_t>(options.timeout_s * 1000));
+  pipeline.name = "serve";
+  if (options.wire_dtype == "f16") {
+    pipeline.wire_dtype = net::WireDType::kF16;
+  } else if (options.wire_dtype != "f32") {
+    return Status::Error("--wire-dtype must be f32 or f16");
+  }
+  if (!options.auth_key_file.empty()) {
+    auto key = net::LoadAuthKey(options.auth_key_file);
+    if (!key.ok()) return key.status();
+    pipeline.auth_key = *key;
+  }
+  if (options.local_workers > 0) {
+    const int worker_threads = options.worker_threads > 0
+                                   ? options.worker_threads
+                                   : std::max(1, threads / options.local_workers);
+    // Each worker must hold a KV cache for every sequence the server runs at once.
+    std::vector<std::string> worker_args = {
+        "--model",         options.model_dir,
+        "--threads",       std::to_string(worker_threads),
+        "--max-sequences", std::to_string(std::max(options.max_sequences, 16))};
+    if (!options.auth_key_file.empty()) {
+      worker_args.insert(worker_args.end(), {"--auth-key-file", options.auth_key_file});
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    auto workers = cli::LocalWorkers::Spawn(options.local_workers, worker_args, tmp ? tmp : "/tmp");
+    if (!workers.ok()) return workers.status();
+    engine->local_workers_ = std::move(workers).value();
+    pipeline.workers.insert(pipeline.workers.end(), engine->local_workers_->addresses().begin(),
+                            engine->local_workers_->addresses().end());
+  }
+  auto connected = net::Pipeline::Connect(*engine->model_, *engine->pool_, pipeline);
+  if (!connected.ok()) return connected.status();
+  engine->pipeline_ = std::move(connected).value();
+  return engine;
+}
+
+CompletionEngine::~CompletionEngine() {
+  pipeline_.reset();  // disconnect before the local workers stop
+  local_workers_.reset();
+}
+
+std::string CompletionEngine::PlanDescription() const {
+  if (pipeline_) return pipeline_->PlanDescription();
+  return fmt::format("all {} layers in this process", model_->config().n_layer);
+}
+
+CompletionEngine::Slot::~Slot() {
+  --running_;
+}
+
+std::unique_ptr<CompletionEngine::Slot> CompletionEngine::TryAcquireSlot() {
+  int running = running_.load();
+  do {
+    if (running >= max_sequences_) return nullptr;
+  } while (!running_.compare_exchange_weak(running, running + 1));
+  return std::unique_ptr<Slot>(new Slot(running_));
+}
+
+Result<GenerationResult> CompletionEngine::Run(const Slot& /*slot*/, std::vector<TokenId> prompt,
+                                               const GenerationOptions& options,
+                                               const TokenCallback& on_token) {
+  if (stopping_) return Status::Error("the server is shutting down");
+  std::unique_ptr<BlockRunner> blocks;
+  if (pipeline_) {
+    blocks = pipeline_->NewSequence();
+  } else {
+    blocks = std::make_unique<CountingRunner>(*this);
+  }
+  auto until_stopped = [&](TokenId id) {
+    if (stopping_) return false;
+    return on_token ? on_token(id) : true;
+  };
+  return Generate(*model_, *blocks, std::move(prompt), options, *pool_, until_stopped);
+}
+
+StageStatus CompletionEngine::LocalStage() const {
+  StageStatus stage;
+  stage.address = "local";
+  stage.name = "local";
+  stage.layer_begin = 0;
+  stage.layer_end = model_->config().n_layer;
+  stage.up = true;
+  stage.has_stats = true;
+  stage.sequences_in_use = local_sequences_.load();
+  stage.max_sequences = static_cast<uint32_t>(max_sequences_);
+  stage.forwards = local_forwards_.load();
+  stage.tokens = local_tokens_.load();
+  stage.compute_seconds = local_compute_ns_.load() / 1e9;
+  return stage;
+}
+
+namespace {
+
+StageStatus FromStageInfo(const net::StageInfo& info) {
+  StageStatus stage;
+  stage.address = info.address;
+  stage.name = info.name;
+  stage.layer_begin = info.layers.begin;
+  stage.layer_end = info.layers.end;
+  stage.up = info.up;
+  stage.last_latency_ms = info.last_latency_ms;
+  return stage;
+}
+
+}  // namespace
+
+std::vector<StageStatus> CompletionEngine::CheckHealth() {
+  if (!pipeline_) return {LocalStage()};
+  std::vector<StageStatus> stages;
+  for (const net::StageInfo& info : pipeline_->CheckHealth()) {
+    stages.push_back(FromStageInfo(info));
+  }
+  return stages;
+}
+
+std::vector<StageStatus> CompletionEngine::CollectStats() {
+  if (!pipeline_) return {LocalStage()};
+  auto stats = pipeline_->CollectStats();
+  std::vector<StageStatus> stages;
+  const std::vector<net::StageInfo> infos = pipeline_->stages();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    StageStatus stage = FromStageInfo(infos[i]);
+    if (stats.ok() && i < stats->size()) {
+      const net::StatsReply& reply = (*stats)[i];
+      stage.has_stats = true;
+      stage.sequences_in_use = reply.sequences_in_use;
+      stage.max_sequences = reply.max_sequences;
+      stage.kv_cache_bytes = reply.kv_cache_bytes;
+      stage.forwards = reply.forwards;
+      stage.tokens = reply.tokens;
+      stage.compute_seconds = reply.compute_ns / 1e9;
+    }
+    stages.push_back(std::move(stage));
+  }
+  return stages;
+}
+
+}  // namespace dgpt::serve
