@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
 #include <fstream>
 #include <thread>
 
@@ -43,7 +45,10 @@ Status ParseHostPort(const std::string& address, std::string* host, uint16_t* po
 
 Connection::Connection() : socket_(io_) {}
 
-Connection::~Connection() {
+Connection::~Connection() { CloseSocket(); }
+
+void Connection::CloseSocket() {
+  std::lock_guard lock(socket_mutex_);
   asio::error_code ignored;
   socket_.close(ignored);
 }
@@ -57,8 +62,7 @@ Status Connection::RunUntil(const bool& done, Clock::time_point deadline, const 
   }
   if (done) return Status::Ok();
   // Deadline passed: abort the operation and let its handler run before returning.
-  asio::error_code ignored;
-  socket_.close(ignored);
+  CloseSocket();
   closed_ = true;
   io_.restart();
   io_.run();
@@ -151,13 +155,14 @@ Result<Message> Connection::Receive(Duration timeout) {
 
 void Connection::Close() {
   closed_ = true;
-  // The socket belongs to the thread running io_; closing it from there aborts any pending
-  // operation. If nobody is running it, the destructor closes it.
-  asio::post(io_, [this] {
-    asio::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-  });
+  {
+    // shutdown() is safe from any thread while the descriptor is open: the peer sees the close
+    // at once, and a pending operation on the owning thread fails.
+    std::lock_guard lock(socket_mutex_);
+    if (socket_.is_open()) ::shutdown(socket_.native_handle(), SHUT_RDWR);
+  }
+  // Releasing the socket belongs to the thread running io_ (or the destructor).
+  asio::post(io_, [this] { CloseSocket(); });
 }
 
 std::string Connection::local_host() const {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "engine/status.h"
@@ -49,9 +50,11 @@ class Connection {
   // Runs the io_context until `done` or the deadline; on a timeout the socket is closed.
   Status RunUntil(const bool& done, std::chrono::steady_clock::time_point deadline,
                   const char* what);
+  void CloseSocket();
 
   asio::io_context io_;
   asio::ip::tcp::socket socket_;
+  std::mutex socket_mutex_;  // orders Close()'s shutdown() against the socket being released
   std::string peer_;
   std::atomic<bool> closed_{false};
   uint32_t max_frame_bytes_ = kDefaultMaxFrameBytes;

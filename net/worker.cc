@@ -99,6 +99,7 @@ class Worker::Impl {
   uint64_t next_connection_id_ = 1;
   bool stopping_ = false;
   bool stopped_ = false;
+  bool compute_done_ = false;
   std::condition_variable stopped_changed_;
   uint64_t forwards_ = 0, tokens_ = 0, compute_ns_ = 0, batches_ = 0;
 
@@ -435,11 +436,19 @@ bool IsDecodeStep(const Message& message) {
 }  // namespace
 
 void Worker::Impl::ComputeLoop() {
+  // Sweep on a clock, not only when idle: a busy stage must still free abandoned sequences.
+  const auto sweep_interval = std::min<Clock::duration>(std::chrono::seconds(1),
+                                                        options_.idle_timeout / 2);
+  auto last_sweep = Clock::now();
   while (true) {
+    if (Clock::now() - last_sweep >= sweep_interval) {
+      SweepIdleSequences();
+      last_sweep = Clock::now();
+    }
     std::vector<Job> batch;
     {
       std::unique_lock lock(mutex_);
-      jobs_changed_.wait_for(lock, std::chrono::seconds(1),
+      jobs_changed_.wait_for(lock, sweep_interval,
                              [&] { return stopping_ || !jobs_.empty(); });
       if (stopping_) {
         // Fail what is queued so the coordinator hears about it instead of waiting.
@@ -454,13 +463,11 @@ void Worker::Impl::ComputeLoop() {
                                                        options_.name + " is shutting down"}});
           }
         }
+        compute_done_ = true;
+        stopped_changed_.notify_all();
         return;
       }
-      if (jobs_.empty()) {
-        lock.unlock();
-        SweepIdleSequences();
-        continue;
-      }
+      if (jobs_.empty()) continue;
       batch.push_back(std::move(jobs_.front()));
       jobs_.pop_front();
       if (IsDecodeStep(batch.front().message)) {
@@ -665,12 +672,20 @@ void Worker::Impl::Stop() {
   Log(component(), "shutting down");
   listener_->Close();
   jobs_changed_.notify_all();
-  if (compute_thread_.joinable()) compute_thread_.join();  // fails queued work first
-  for (auto& connection : connections) connection->Close();
+  {
+    // Give the compute thread a moment to fail the queued work, then cut the next hop: a
+    // write blocked on a peer that does not read must not hold the shutdown for io_timeout.
+    std::unique_lock lock(mutex_);
+    stopped_changed_.wait_for(lock, std::chrono::seconds(1), [&] { return compute_done_; });
+  }
+  std::shared_ptr<Connection> next_hop;
   {
     std::lock_guard lock(mutex_);
-    if (assignment_ && assignment_->next_hop) assignment_->next_hop->Close();
+    if (assignment_) next_hop = assignment_->next_hop;
   }
+  if (next_hop) next_hop->Close();
+  if (compute_thread_.joinable()) compute_thread_.join();
+  for (auto& connection : connections) connection->Close();
   if (accept_thread_.joinable()) accept_thread_.join();
   std::list<std::thread> threads;
   {

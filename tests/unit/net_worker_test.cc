@@ -599,10 +599,9 @@ TEST_CASE("a worker frees sequences nobody touched for the idle timeout", "[work
   coordinator.StartSequence(2);  // and it still serves
 }
 
-// BUG (net/worker.cc, ComputeLoop): idle sequences are swept only after a whole second with no
-// job queued, so under steady traffic an abandoned sequence is never freed.
-TEST_CASE("a worker frees idle sequences even while other sequences keep it busy",
-          "[worker][!mayfail]") {
+// Regression: idle sequences used to be swept only after a whole second with no job queued, so
+// under steady traffic an abandoned sequence was never freed.
+TEST_CASE("a worker frees idle sequences even while other sequences keep it busy", "[worker]") {
   WorkerOptions options = TestOptions();
   options.idle_timeout = 1s;
   TestCoordinator coordinator(options);
@@ -688,9 +687,9 @@ TEST_CASE("Stop() returns promptly with FORWARDs queued, failing them with shutt
   REQUIRE(results + shutting_down <= kForwards);
 }
 
-// BUG (net/worker.cc, Stop): a compute thread blocked writing to a next hop that does not read
-// is joined before the next-hop connection is closed, so Stop() waits for io_timeout.
-TEST_CASE("Stop() returns promptly while the next hop is not reading", "[worker][!mayfail]") {
+// Regression: a compute thread blocked writing to a next hop that does not read used to be joined
+// before the next-hop connection was closed, so Stop() waited for io_timeout.
+TEST_CASE("Stop() returns promptly while the next hop is not reading", "[worker]") {
   TestCoordinator coordinator;
   coordinator.AssignWholeModel(4);
   // ~16 MB of ALL_ROWS RESULTs nobody reads: more than the loopback socket buffers hold, so the
@@ -716,10 +715,9 @@ TEST_CASE("Stop() returns promptly while the next hop is not reading", "[worker]
   REQUIRE(stop_took < 2s);
 }
 
-// BUG (net/worker.cc, Stop): next_hop->Close() only posts the close to the connection's
-// io_context, which nobody runs once the compute thread has exited, so the next hop's socket
-// stays open until the Worker is destroyed.
-TEST_CASE("after Stop() the next hop sees its data connection closed", "[worker][!mayfail]") {
+// Regression: Connection::Close() used to only post the close to the connection's io_context,
+// which nobody ran once the compute thread had exited, so the next hop's socket stayed open.
+TEST_CASE("after Stop() the next hop sees its data connection closed", "[worker]") {
   TestCoordinator coordinator;
   coordinator.AssignWholeModel();
   coordinator.StartSequence(1);
