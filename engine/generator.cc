@@ -107,7 +107,11 @@ Result<GenerationResult> Generate(const Checkpoint& model, BlockRunner& blocks,
   int position = static_cast<int>(prompt.size());
   Clock::time_point first_token_time;
   while (static_cast<int>(result.generated_ids.size()) < options.max_tokens) {
-    ComputeLogits(logits.data(), last, model, normed.data(), pool);
+    if (options.logits_batcher) {
+      options.logits_batcher->Compute(logits.data(), last);
+    } else {
+      ComputeLogits(logits.data(), last, model, normed.data(), pool);
+    }
     if (options.observe_logits) options.observe_logits(logits);
     const TokenId next = sampler.Sample(logits, context_ids);
     result.generated_ids.push_back(next);

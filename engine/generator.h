@@ -58,6 +58,8 @@ struct GenerationOptions {
   // Drop the oldest prompt tokens when prompt + max_tokens exceeds the context, instead of
   // failing.
   bool truncate_prompt = false;
+  // When set, logits are computed through it, batched with other concurrent generations.
+  LogitsBatcher* logits_batcher = nullptr;
   // Sees the raw logits of every step before sampling changes them (for --logits-out).
   std::function<void(std::span<const float>)> observe_logits;
 };

@@ -165,4 +165,16 @@ void logits_forward(float* logits, const float* x, const float* head, int V, int
   });
 }
 
+void logits_rows_forward(float* logits, const float* x, const float* head, int B, int V, int C,
+                         ThreadPool& pool) {
+  pool.ParallelFor(V, 64, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) {
+      const float* row = head + v * C;  // stays in cache while every sequence uses it
+      for (int b = 0; b < B; ++b) {
+        logits[static_cast<int64_t>(b) * V + v] = dot(x + static_cast<int64_t>(b) * C, row, C);
+      }
+    }
+  });
+}
+
 }  // namespace dgpt

@@ -44,6 +44,11 @@ void attention_forward(float* out, const float* qkv, float* k_cache, float* v_ca
 void logits_forward(float* logits, const float* x, const float* head, int V, int C,
                     ThreadPool& pool);
 
+// logits[B, V] for B rows x[B, C]: the head is read once for all rows, and each row's result is
+// bit-identical to logits_forward on that row alone.
+void logits_rows_forward(float* logits, const float* x, const float* head, int B, int V, int C,
+                         ThreadPool& pool);
+
 // Sets BLAS's own thread count (prefill sgemm); called once per process.
 void SetBlasThreads(int num_threads);
 

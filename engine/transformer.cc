@@ -92,4 +92,53 @@ void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float
   logits_forward(logits, normed, model.lm_head(), cfg.vocab_size, cfg.n_embd, pool);
 }
 
+LogitsBatcher::LogitsBatcher(const Checkpoint& model, ThreadPool& pool, int max_batch)
+    : model_(model),
+      pool_(pool),
+      max_batch_(max_batch),
+      normed_(static_cast<size_t>(max_batch) * model.config().n_embd),
+      logits_(static_cast<size_t>(max_batch) * model.config().vocab_size) {}
+
+void LogitsBatcher::Compute(float* logits, const float* x) {
+  Request request{logits, x};
+  std::unique_lock lock(mutex_);
+  pending_.push_back(&request);
+  // The first caller to find no batch running leads: it computes batches until none are
+  // pending. Everyone else waits for its own result.
+  while (!request.done) {
+    if (leader_active_) {
+      done_.wait(lock);
+      continue;
+    }
+    leader_active_ = true;
+    while (!pending_.empty()) {
+      const size_t take = std::min<size_t>(pending_.size(), max_batch_);
+      std::vector<Request*> batch(pending_.begin(), pending_.begin() + take);
+      pending_.erase(pending_.begin(), pending_.begin() + take);
+      lock.unlock();
+      RunBatch(batch);
+      lock.lock();
+      for (Request* done : batch) done->done = true;
+      done_.notify_all();
+    }
+    leader_active_ = false;
+    done_.notify_all();  // a waiter that queued during the last batch may lead next
+  }
+}
+
+void LogitsBatcher::RunBatch(std::vector<Request*>& batch) {
+  const ModelConfig& cfg = model_.config();
+  const int B = static_cast<int>(batch.size()), C = cfg.n_embd, V = cfg.vocab_size;
+  for (int b = 0; b < B; ++b) {
+    layernorm_forward(normed_.data() + static_cast<size_t>(b) * C, batch[b]->x,
+                      model_.final_norm_weight(), model_.final_norm_bias(), 1, C,
+                      cfg.layer_norm_epsilon);
+  }
+  logits_rows_forward(logits_.data(), normed_.data(), model_.lm_head(), B, V, C, pool_);
+  for (int b = 0; b < B; ++b) {
+    std::copy(logits_.begin() + static_cast<size_t>(b) * V,
+              logits_.begin() + static_cast<size_t>(b + 1) * V, batch[b]->logits);
+  }
+}
+
 }  // namespace dgpt

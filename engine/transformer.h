@@ -3,6 +3,8 @@
 // LM head (on the coordinator). Prefill (T > 1 tokens) and decode (T = 1) share one code path.
 #pragma once
 
+#include <condition_variable>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -52,5 +54,33 @@ void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkp
 // logits[V] = lm_head(ln_f(x[C])) for one position. `normed` is scratch of size C.
 void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float* normed,
                    ThreadPool& pool);
+
+// ComputeLogits for many threads at once: calls that arrive while a batch is being computed are
+// served together by the next one, so the LM head — the largest matrix of a small GPT — is read
+// once per batch instead of once per sequence. Results are bit-identical to ComputeLogits.
+class LogitsBatcher {
+ public:
+  LogitsBatcher(const Checkpoint& model, ThreadPool& pool, int max_batch = 32);
+  // logits[V] for x[C]; blocks until computed. Thread-safe.
+  void Compute(float* logits, const float* x);
+
+ private:
+  struct Request {
+    float* logits;
+    const float* x;
+    bool done = false;
+  };
+  void RunBatch(std::vector<Request*>& batch);
+
+  const Checkpoint& model_;
+  ThreadPool& pool_;
+  const int max_batch_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::vector<Request*> pending_;
+  bool leader_active_ = false;
+  std::vector<float> normed_;  // [max_batch, C], leader only
+  std::vector<float> logits_;  // [max_batch, V], leader only
+};
 
 }  // namespace dgpt

@@ -9,8 +9,11 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "engine/checkpoint.h"
+#include "engine/thread_pool.h"
+#include "engine/transformer.h"
 
 using namespace dgpt;
 namespace fs = std::filesystem;
@@ -244,4 +247,34 @@ TEST_CASE("a missing model.safetensors is named", "[checkpoint]") {
   const std::string dir = tiny.Write("nofile");
   fs::remove(dir + "/model.safetensors");
   REQUIRE_THAT(LoadError(dir), Catch::Contains("model.safetensors"));
+}
+
+TEST_CASE("batched logits from many threads equal one-at-a-time logits bit for bit",
+          "[checkpoint][batch]") {
+  TinyCheckpoint tiny;
+  auto model = Checkpoint::Load(tiny.Write("batcher"));
+  REQUIRE(model.ok());
+  const int C = tiny.n_embd, V = tiny.vocab_size, kThreads = 6, kSteps = 50;
+  ThreadPool pool(2);
+  LogitsBatcher batcher(*model.value(), pool, /*max_batch=*/4);
+  std::vector<std::vector<float>> got(kThreads * kSteps, std::vector<float>(V));
+  std::vector<std::vector<float>> inputs(kThreads * kSteps, std::vector<float>(C));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    for (int c = 0; c < C; ++c) inputs[i][c] = std::sin(0.37f * i + 1.3f * c);
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int s = 0; s < kSteps; ++s) {
+        batcher.Compute(got[t * kSteps + s].data(), inputs[t * kSteps + s].data());
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  std::vector<float> expected(V), normed(C);
+  ThreadPool one(1);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ComputeLogits(expected.data(), inputs[i].data(), *model.value(), normed.data(), one);
+    REQUIRE(got[i] == expected);
+  }
 }
