@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian / Ubuntu / Raspberry Pi OS packages DistributedGPT builds with.
 # Usage: deploy/install-deps.sh [--test]   (--test adds what the test suite needs: clang for
-# the fuzzer, a browser for the web page test, node for the OpenAI client test, network tools;
-# those are best effort: a test whose tool is missing says it skipped).
+# the fuzzer, a browser for the web page test, node for the OpenAI client test, network and
+# deployment tools; best effort: a test whose tool is missing says it skipped).
 # Idempotent: installs only what is missing. Works as root or as a user with sudo.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ packages=(
   catch2 nlohmann-json3-dev libcpp-httplib-dev libssl-dev libpcre2-dev
   python3 python3-numpy python3-regex
 )
-test_packages=(clang libclang-rt-dev chromium iproute2)
+test_packages=(clang libclang-rt-dev chromium iproute2 nftables systemd ansible ansible-lint rsync)
 # node and npm: many machines have them from elsewhere; take Debian's only if there are none.
 command -v node >/dev/null || test_packages+=(nodejs)
 command -v npm >/dev/null || test_packages+=(npm)

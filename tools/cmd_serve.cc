@@ -60,9 +60,9 @@ int RunServe(const ServeArgs& args) {
 
   auto engine = serve::CompletionEngine::Start(args.engine);
   if (!engine.ok()) return ReportError("serve", engine.status().message());
-  WarnIfRandomModel(args.engine.model_dir);
   auto server = serve::Server::Bind(*engine.value(), *server_options);
   if (!server.ok()) return ReportError("serve", server.status().message());
+  WarnIfRandomModel(args.engine.model_dir);
 
   std::fprintf(stderr, "serving %s (%s), at most %d sequences at once\n",
                engine.value()->model_name().c_str(), engine.value()->PlanDescription().c_str(),
@@ -100,6 +100,11 @@ int RunServe(const ServeArgs& args) {
 void AddServeCommand(CLI::App& app, CommandRunner* runner) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve an OpenAI-compatible HTTP API");
+  cmd->footer(
+      "Routes: POST /v1/completions (OpenAI; extensions top_k, repetition_penalty, ignore_eos),\n"
+      "POST /generate, GET /v1/models, GET /health, GET /metrics (Prometheus), GET / (web page).\n"
+      "With n > 1, choice j of each prompt is sampled with seed + j; n = 1 and seed S give the\n"
+      "same text as `dgpt generate --seed S` with the same sampling options.");
   cmd->add_option("--listen,-l", args->listen, "HOST:PORT to listen on (port 0: any free port)")
       ->capture_default_str();
   cmd->add_option("--model,-m", args->engine.model_dir,

@@ -102,6 +102,7 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   auto model = Checkpoint::Load(options.model_dir, load);
   if (!model.ok()) return model.status();
   engine->model_ = std::move(model).value();
+  engine->logits_batcher_ = std::make_unique<LogitsBatcher>(*engine->model_, *engine->pool_);
   auto tokenizer = LoadTokenizer(options.model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
   engine->tokenizer_ = std::move(tokenizer).value();
@@ -119,6 +120,9 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   pipeline.prefill_chunk = options.prefill_chunk;
   pipeline.timeout = net::Duration(static_cast<int64_t>(options.timeout_s * 1000));
   pipeline.name = "serve";
+  pipeline.observe_step = [raw = engine.get()](const net::StepTimings& step) {
+    if (raw->step_observer_) raw->step_observer_(step);
+  };
   if (options.wire_dtype == "f16") {
     pipeline.wire_dtype = net::WireDType::kF16;
   } else if (options.wire_dtype != "f32") {
@@ -190,7 +194,9 @@ Result<GenerationResult> CompletionEngine::Run(const Slot& /*slot*/, std::vector
     if (stopping_) return false;
     return on_token ? on_token(id) : true;
   };
-  return Generate(*model_, *blocks, std::move(prompt), options, *pool_, until_stopped);
+  GenerationOptions batched = options;
+  batched.logits_batcher = logits_batcher_.get();
+  return Generate(*model_, *blocks, std::move(prompt), batched, *pool_, until_stopped);
 }
 
 StageStatus CompletionEngine::LocalStage() const {

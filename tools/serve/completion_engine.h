@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "engine/generator.h"
 #include "engine/thread_pool.h"
 #include "tokenizer/tokenizer.h"
+#include "net/coordinator.h"
 #include "tools/serve/stage_status.h"
 
 namespace dgpt::net {
@@ -78,6 +80,11 @@ class CompletionEngine {
   Result<GenerationResult> Run(const Slot& slot, std::vector<TokenId> prompt,
                                const GenerationOptions& options, const TokenCallback& on_token);
 
+  // Sees every pipeline step's per-stage timings (for /metrics). Set before serving starts.
+  void SetStepObserver(std::function<void(const net::StepTimings&)> observer) {
+    step_observer_ = std::move(observer);
+  }
+
   // Every running and later generation ends at its next token (for shutdown).
   void StopAll() { stopping_ = true; }
   bool stopping() const { return stopping_.load(); }
@@ -99,6 +106,8 @@ class CompletionEngine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<cli::LocalWorkers> local_workers_;
   std::unique_ptr<net::Pipeline> pipeline_;
+  std::unique_ptr<LogitsBatcher> logits_batcher_;  // concurrent requests share the LM head read
+  std::function<void(const net::StepTimings&)> step_observer_;
   int prefill_chunk_ = 128;
   std::atomic<int> running_{0};
   std::atomic<bool> stopping_{false};

@@ -105,7 +105,24 @@ void PrometheusText::HistogramSamples(std::string_view name, const Labels& label
 ServeMetrics::ServeMetrics()
     : request_seconds_(RequestBuckets()),
       first_token_seconds_(FirstTokenBuckets()),
-      step_seconds_(StepBuckets()) {}
+      step_seconds_(StepBuckets()),
+      wire_seconds_(StepBuckets()) {}
+
+void ServeMetrics::ObservePipelineStep(
+    const std::vector<std::pair<double, double>>& stage_queue_compute, double wire_seconds) {
+  {
+    std::lock_guard lock(mutex_);
+    while (stage_compute_seconds_.size() < stage_queue_compute.size()) {
+      stage_queue_seconds_.push_back(std::make_unique<Histogram>(StepBuckets()));
+      stage_compute_seconds_.push_back(std::make_unique<Histogram>(StepBuckets()));
+    }
+    for (size_t i = 0; i < stage_queue_compute.size(); ++i) {
+      stage_queue_seconds_[i]->Observe(stage_queue_compute[i].first);
+      stage_compute_seconds_[i]->Observe(stage_queue_compute[i].second);
+    }
+  }
+  wire_seconds_.Observe(wire_seconds);
+}
 
 void ServeMetrics::CountRequest(std::string_view route, int http_status) {
   std::lock_guard lock(mutex_);
@@ -151,6 +168,27 @@ std::string ServeMetrics::Render(const Gauges& gauges,
   out.HistogramSamples("dgpt_time_to_first_token_seconds", {}, first_token_seconds_.snapshot());
   out.Family("dgpt_decode_step_seconds", "histogram", "Time between consecutive tokens");
   out.HistogramSamples("dgpt_decode_step_seconds", {}, step_seconds_.snapshot());
+  {
+    std::lock_guard lock(mutex_);
+    if (!stage_compute_seconds_.empty()) {
+      out.Family("dgpt_stage_compute_seconds", "histogram",
+                 "Per pipeline step, each stage's compute time (from the RESULT frame's timings)");
+      for (size_t i = 0; i < stage_compute_seconds_.size(); ++i) {
+        out.HistogramSamples("dgpt_stage_compute_seconds", {{"stage", std::to_string(i + 1)}},
+                             stage_compute_seconds_[i]->snapshot());
+      }
+      out.Family("dgpt_stage_queue_seconds", "histogram",
+                 "Per pipeline step, how long the chunk waited in each stage's queue");
+      for (size_t i = 0; i < stage_queue_seconds_.size(); ++i) {
+        out.HistogramSamples("dgpt_stage_queue_seconds", {{"stage", std::to_string(i + 1)}},
+                             stage_queue_seconds_[i]->snapshot());
+      }
+      out.Family("dgpt_pipeline_wire_seconds", "histogram",
+                 "Per pipeline step, round trip minus every stage's queue and compute: "
+                 "serialization and network over all hops");
+      out.HistogramSamples("dgpt_pipeline_wire_seconds", {}, wire_seconds_.snapshot());
+    }
+  }
 
   out.Family("dgpt_sequences_running", "gauge", "Generations running now (KV slots in use)");
   out.Sample("dgpt_sequences_running", {}, gauges.sequences_running);

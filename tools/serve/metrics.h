@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -70,6 +71,10 @@ class ServeMetrics {
   void ObserveRequestSeconds(double seconds) { request_seconds_.Observe(seconds); }
   void ObserveFirstTokenSeconds(double seconds) { first_token_seconds_.Observe(seconds); }
   void ObserveStepSeconds(double seconds) { step_seconds_.Observe(seconds); }
+  // One pipeline step: each stage's queue wait and compute (in chain order), and the rest of
+  // the step's round trip, which is serialization and the network.
+  void ObservePipelineStep(const std::vector<std::pair<double, double>>& stage_queue_compute,
+                           double wire_seconds);
 
   // Gauges sampled at scrape time.
   struct Gauges {
@@ -88,6 +93,9 @@ class ServeMetrics {
   Histogram request_seconds_;
   Histogram first_token_seconds_;
   Histogram step_seconds_;
+  Histogram wire_seconds_;
+  std::vector<std::unique_ptr<Histogram>> stage_queue_seconds_;    // guarded by mutex_
+  std::vector<std::unique_ptr<Histogram>> stage_compute_seconds_;  // guarded by mutex_
 };
 
 }  // namespace dgpt::serve

@@ -139,6 +139,15 @@ Status Server::Impl::Bind() {
   const size_t threads = static_cast<size_t>(engine_.max_sequences()) + 8;
   http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_.set_payload_max_length(options_.max_body_bytes);
+  engine_.SetStepObserver([this](const net::StepTimings& step) {
+    std::vector<std::pair<double, double>> stages;
+    double accounted = 0;
+    for (const net::StageTiming& stage : step.stages) {
+      stages.emplace_back(stage.queue_ns / 1e9, stage.compute_ns / 1e9);
+      accounted += (stage.queue_ns + stage.compute_ns) / 1e9;
+    }
+    metrics_.ObservePipelineStep(stages, std::max(0.0, step.total_seconds - accounted));
+  });
   Routes();
   if (options_.port == 0) {
     port_ = http_.bind_to_any_port(options_.host);
