@@ -43,21 +43,28 @@ TokenId Sampler::Sample(std::span<float> logits, std::span<const TokenId> contex
   candidates_.clear();
   candidates_.reserve(V);
   for (int i = 0; i < V; ++i) candidates_.emplace_back(logits[i] / options_.temperature, i);
-  // Highest first; equal logits ordered by id so the result never depends on sort internals.
-  auto higher = [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  };
   size_t keep = candidates_.size();
-  if (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < keep) {
-    keep = options_.top_k;
-    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), higher);
-  } else {
-    std::sort(candidates_.begin(), candidates_.end(), higher);
+  const bool truncates =
+      (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < keep) || options_.top_p < 1.0f;
+  if (truncates) {
+    // Highest first; equal logits ordered by id so the result never depends on sort internals.
+    auto higher = [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    };
+    if (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < keep) {
+      keep = options_.top_k;
+      std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), higher);
+    } else {
+      std::sort(candidates_.begin(), candidates_.end(), higher);
+    }
+    candidates_.resize(keep);
   }
-  candidates_.resize(keep);
+  // (Without truncation the full distribution is sampled in id order: no sort needed.)
 
   // Softmax over the survivors, in double so tiny probabilities still add up.
-  const double max_logit = candidates_.front().first;
+  double max_logit = candidates_.front().first;
+  for (const auto& candidate : candidates_)
+    max_logit = std::max<double>(max_logit, candidate.first);
   std::vector<double> probs(keep);
   double total = 0.0;
   for (size_t i = 0; i < keep; ++i) {
