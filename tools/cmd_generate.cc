@@ -45,6 +45,7 @@ struct GenerateArgs {
   std::string wire_dtype = "f32";
   std::string auth_key_file;
   double timeout_s = 60;
+  std::string return_listen;
   int worker_threads = 0;
 };
 
@@ -127,6 +128,7 @@ Status SetUp(Session& s) {
   pipeline.local_layers = local_layers;
   pipeline.prefill_chunk = args.prefill_chunk;
   pipeline.timeout = net::Duration(static_cast<int64_t>(args.timeout_s * 1000));
+  pipeline.return_listen = args.return_listen;
   if (args.wire_dtype == "f16") {
     pipeline.wire_dtype = net::WireDType::kF16;
   } else if (args.wire_dtype != "f32") {
@@ -340,6 +342,10 @@ void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
       ->capture_default_str()
       ->group(pipeline);
   cmd->add_option("--auth-key-file", args->auth_key_file, "Pre-shared key for the workers")
+      ->group(pipeline);
+  cmd->add_option("--return-listen", args->return_listen,
+                  "HOST:PORT the last worker connects back to (default: a free port on the "
+                  "address that reaches it)")
       ->group(pipeline);
   cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for a stage before failing")
       ->capture_default_str()

@@ -143,6 +143,10 @@ void AddServeCommand(CLI::App& app, CommandRunner* runner) {
       ->group(pipeline);
   cmd->add_option("--auth-key-file", args->engine.auth_key_file, "Pre-shared key for the workers")
       ->group(pipeline);
+  cmd->add_option("--return-listen", args->engine.return_listen,
+                  "HOST:PORT the last worker connects back to (default: a free port on the "
+                  "address that reaches it); fix it to open one port in a firewall")
+      ->group(pipeline);
   cmd->add_option("--timeout", args->engine.timeout_s,
                   "Seconds to wait for a stage before failing a request")
       ->capture_default_str()

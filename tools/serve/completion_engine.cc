@@ -119,6 +119,7 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   pipeline.local_layers = local_layers;
   pipeline.prefill_chunk = options.prefill_chunk;
   pipeline.timeout = net::Duration(static_cast<int64_t>(options.timeout_s * 1000));
+  pipeline.return_listen = options.return_listen;
   pipeline.name = "serve";
   pipeline.observe_step = [raw = engine.get()](const net::StepTimings& step) {
     if (raw->step_observer_) raw->step_observer_(step);

@@ -41,6 +41,7 @@ struct EngineOptions {
   std::string wire_dtype = "f32";
   std::string auth_key_file;
   double timeout_s = 60;
+  std::string return_listen;  // HOST:PORT where the last stage connects back; default: auto
 };
 
 class CompletionEngine {
