@@ -76,8 +76,8 @@ void matmul_forward(float* out, const float* in, const float* weight, const floa
               1.0f, out, OUT);
 }
 
-void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias,
-                         int B, int IN, int OUT, ThreadPool& pool) {
+void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias, int B,
+                         int IN, int OUT, ThreadPool& pool) {
   if (B == 1) {
     matmul_forward(out, in, weight, bias, 1, IN, OUT, pool);
     return;

@@ -22,8 +22,8 @@ void matmul_forward(float* out, const float* in, const float* weight, const floa
 // out[B, OUT] = in[B, IN] @ weight[IN, OUT] + bias for B independent rows (batched decode): the
 // weights are read once for all rows, and each row's arithmetic is exactly that of
 // matmul_forward with T == 1, so batching never changes a result.
-void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias,
-                         int B, int IN, int OUT, ThreadPool& pool);
+void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias, int B,
+                         int IN, int OUT, ThreadPool& pool);
 
 // In place over N values; GPT-2 uses the tanh approximation ("gelu_new").
 void gelu_forward(float* x, int64_t N, Activation activation);

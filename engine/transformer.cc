@@ -77,8 +77,8 @@ void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkp
     matmul_rows_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, B, C, 4 * C,
                         pool);
     gelu_forward(ws.hidden.data(), static_cast<int64_t>(B) * 4 * C, cfg.activation);
-    matmul_rows_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight,
-                        w.mlp_proj_bias, B, 4 * C, C, pool);
+    matmul_rows_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight, w.mlp_proj_bias,
+                        B, 4 * C, C, pool);
     residual_forward(x, ws.projected.data(), static_cast<int64_t>(B) * C);
   }
   for (KvCache* cache : caches) cache->set_length(cache->length() + 1);

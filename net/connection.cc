@@ -45,7 +45,9 @@ Status ParseHostPort(const std::string& address, std::string* host, uint16_t* po
 
 Connection::Connection() : socket_(io_) {}
 
-Connection::~Connection() { CloseSocket(); }
+Connection::~Connection() {
+  CloseSocket();
+}
 
 void Connection::CloseSocket() {
   std::lock_guard lock(socket_mutex_);

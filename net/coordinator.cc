@@ -1,11 +1,11 @@
 #include "net/coordinator.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
-#include <map>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -512,7 +512,8 @@ Status Pipeline::Impl::SendChunk(SequenceState& sequence, float* x, int first_ro
                   .request_id = sequence.id,
                   .payload = net::Forward{static_cast<uint32_t>(pos0 + first_row),
                                           static_cast<uint32_t>(sequence.capacity),
-                                          std::move(activations), {}}};
+                                          std::move(activations),
+                                          {}}};
   std::lock_guard lock(link_mutex_);
   if (sequence.epoch != epoch_ || !data_) {
     return Status::Error("the pipeline was reconnected while this request ran; retry it");
@@ -538,8 +539,8 @@ Status Pipeline::Impl::AwaitResults(SequenceState& sequence, float* x, int T, in
       } else if (inbox.failure) {
         return Status::Error(*inbox.failure);
       } else if (!ready) {
-        return Status::Error(fmt::format("no result from the last stage within {} ms",
-                                         options_.timeout.count()));
+        return Status::Error(
+            fmt::format("no result from the last stage within {} ms", options_.timeout.count()));
       }
     }
     if (auto* error = std::get_if<ErrorMsg>(&message.payload)) {
@@ -582,12 +583,12 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
   if (Status s = AwaitResults(sequence, x, T, pos0, want_all_rows ? chunks : 1, &step.stages);
       !s.ok()) {
     // An ERROR about this sequence alone (e.g. cache_full) leaves the links up.
-    const bool links_ok = s.message().find("no result from") == std::string::npos &&
-                          s.message().find(ErrorCodeName(ErrorCode::kShuttingDown)) ==
-                              std::string::npos;
+    const bool links_ok =
+        s.message().find("no result from") == std::string::npos &&
+        s.message().find(ErrorCodeName(ErrorCode::kShuttingDown)) == std::string::npos;
     bool sequence_error = false;
-    for (ErrorCode code : {ErrorCode::kCacheFull, ErrorCode::kUnknownSequence,
-                           ErrorCode::kBadRequest}) {
+    for (ErrorCode code :
+         {ErrorCode::kCacheFull, ErrorCode::kUnknownSequence, ErrorCode::kBadRequest}) {
       sequence_error |= s.message().starts_with(ErrorCodeName(code));
     }
     return links_ok && sequence_error ? s : Fail(sequence.epoch, s);
@@ -723,9 +724,17 @@ Status Pipeline::Forward(float* x, int T, bool all_rows) {
 void Pipeline::End() {
   if (default_sequence_) default_sequence_->End();
 }
-std::string Pipeline::PlanDescription() const { return impl_->PlanDescription(); }
-std::vector<StageInfo> Pipeline::stages() const { return impl_->stages(); }
-std::vector<StageInfo> Pipeline::CheckHealth() { return impl_->CheckHealth(); }
-Result<std::vector<StatsReply>> Pipeline::CollectStats() { return impl_->CollectStats(); }
+std::string Pipeline::PlanDescription() const {
+  return impl_->PlanDescription();
+}
+std::vector<StageInfo> Pipeline::stages() const {
+  return impl_->stages();
+}
+std::vector<StageInfo> Pipeline::CheckHealth() {
+  return impl_->CheckHealth();
+}
+Result<std::vector<StatsReply>> Pipeline::CollectStats() {
+  return impl_->CollectStats();
+}
 
 }  // namespace dgpt::net

@@ -105,7 +105,7 @@ class Worker::Impl {
 
   std::thread accept_thread_;
   std::thread compute_thread_;
-  std::unique_ptr<Workspace> workspace_;           // compute thread only
+  std::unique_ptr<Workspace> workspace_;         // compute thread only
   std::vector<std::shared_ptr<Sequence>> held_;  // compute thread only
 };
 
@@ -437,8 +437,8 @@ bool IsDecodeStep(const Message& message) {
 
 void Worker::Impl::ComputeLoop() {
   // Sweep on a clock, not only when idle: a busy stage must still free abandoned sequences.
-  const auto sweep_interval = std::min<Clock::duration>(std::chrono::seconds(1),
-                                                        options_.idle_timeout / 2);
+  const auto sweep_interval =
+      std::min<Clock::duration>(std::chrono::seconds(1), options_.idle_timeout / 2);
   auto last_sweep = Clock::now();
   while (true) {
     if (Clock::now() - last_sweep >= sweep_interval) {
@@ -448,8 +448,7 @@ void Worker::Impl::ComputeLoop() {
     std::vector<Job> batch;
     {
       std::unique_lock lock(mutex_);
-      jobs_changed_.wait_for(lock, sweep_interval,
-                             [&] { return stopping_ || !jobs_.empty(); });
+      jobs_changed_.wait_for(lock, sweep_interval, [&] { return stopping_ || !jobs_.empty(); });
       if (stopping_) {
         // Fail what is queued so the coordinator hears about it instead of waiting.
         auto pending = std::move(jobs_);
@@ -579,16 +578,15 @@ std::optional<Message> Worker::Impl::Prepare(const Assignment& assignment, const
   const uint64_t sequence_id = message.request_id;
   const int rows = static_cast<int>(forward.activations.rows);
   auto error = [&](ErrorCode code, const std::string& why) {
-    return Message{.request_id = sequence_id,
-                   .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}",
-                                                         assignment.layers.begin,
-                                                         assignment.layers.end, options_.name,
-                                                         why)}};
+    return Message{
+        .request_id = sequence_id,
+        .payload = ErrorMsg{code, fmt::format("stage {}:{} on {}: {}", assignment.layers.begin,
+                                              assignment.layers.end, options_.name, why)}};
   };
   if (static_cast<int>(forward.activations.cols) != config_.n_embd || rows <= 0) {
-    return error(ErrorCode::kBadRequest, fmt::format("activations are {}x{}, expected rows x {}",
-                                                     rows, forward.activations.cols,
-                                                     config_.n_embd));
+    return error(ErrorCode::kBadRequest,
+                 fmt::format("activations are {}x{}, expected rows x {}", rows,
+                             forward.activations.cols, config_.n_embd));
   }
   std::lock_guard lock(mutex_);
   std::shared_ptr<Sequence> sequence;
@@ -611,9 +609,9 @@ std::optional<Message> Worker::Impl::Prepare(const Assignment& assignment, const
   } else {
     auto it = sequences_.find(sequence_id);
     if (it == sequences_.end()) {
-      return error(ErrorCode::kUnknownSequence,
-                   fmt::format("no sequence {} (released, timed out or never started)",
-                               sequence_id));
+      return error(
+          ErrorCode::kUnknownSequence,
+          fmt::format("no sequence {} (released, timed out or never started)", sequence_id));
     }
     sequence = it->second;
   }
@@ -634,7 +632,9 @@ Message Worker::Impl::Finish(const Assignment& assignment, const Message& reques
                              std::vector<float> x) {
   const Forward& forward = std::get<Forward>(request.payload);
   const uint32_t C = static_cast<uint32_t>(config_.n_embd);
-  Tensor out{.dtype = assignment.wire_dtype, .rows = forward.activations.rows, .cols = C,
+  Tensor out{.dtype = assignment.wire_dtype,
+             .rows = forward.activations.rows,
+             .cols = C,
              .values = std::move(x)};
   if (!assignment.last_stage) {
     return Message{.flags = request.flags,
@@ -651,7 +651,8 @@ Message Worker::Impl::Finish(const Assignment& assignment, const Message& reques
     first += out.rows - 1;
     out.rows = 1;
   }
-  return Message{.request_id = request.request_id, .payload = ResultMsg{first, std::move(out), forward.timings}};
+  return Message{.request_id = request.request_id,
+                 .payload = ResultMsg{first, std::move(out), forward.timings}};
 }
 
 void Worker::Impl::SendDownstream(const Assignment& assignment, const Message& message) {

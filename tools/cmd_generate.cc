@@ -17,6 +17,7 @@
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/local_workers.h"
+#include "tools/pipeline_args.h"
 #include "tools/text_stream.h"
 
 namespace dgpt::cli {
@@ -37,16 +38,7 @@ struct GenerateArgs {
   bool json = false;
   std::string logits_out;
   int prefill_chunk = 128;
-  // Pipeline.
-  std::vector<std::string> workers;
-  int local_workers = 0;
-  std::string layers;
-  std::string local_layers;
-  std::string wire_dtype = "f32";
-  std::string auth_key_file;
-  double timeout_s = 60;
-  std::string return_listen;
-  int worker_threads = 0;
+  PipelineArgs pipeline;
 };
 
 // Everything one run needs, set up once and reused for every prompt (--lines).
@@ -69,39 +61,18 @@ struct Session {
   }
 };
 
-bool UsesPipeline(const GenerateArgs& args) {
-  return !args.workers.empty() || args.local_workers > 0;
-}
-
-Result<LayerRange> ParseRange(const std::string& text, const char* option) {
-  LayerRange range;
-  char extra = 0;
-  if (std::sscanf(text.c_str(), "%d:%d%c", &range.begin, &range.end, &extra) != 2 ||
-      range.begin < 0 || range.end <= range.begin) {
-    return Status::Error(fmt::format("{} \"{}\" is not a layer range like 0:4", option, text));
-  }
-  return range;
-}
-
 Status SetUp(Session& s) {
   const GenerateArgs& args = s.args;
   s.threads = args.threads > 0 ? args.threads : DefaultThreadCount();
   SetBlasThreads(s.threads);
   s.pool = std::make_unique<ThreadPool>(s.threads);
 
-  std::optional<LayerRange> local_layers;
-  if (!args.local_layers.empty()) {
-    auto range = ParseRange(args.local_layers, "--local-layers");
-    if (!range.ok()) return range.status();
-    local_layers = *range;
-  }
-  if (!UsesPipeline(args) && local_layers) {
-    return Status::Error("--local-layers needs --workers or --local-workers");
-  }
+  auto local_layers = LocalLayers(args.pipeline);
+  if (!local_layers.ok()) return local_layers.status();
   // The coordinator maps the embeddings, the head and its own layers; the workers' layers are
   // only hashed (for the fingerprints), never computed here.
   LoadOptions load;
-  if (UsesPipeline(args)) load.layers = local_layers.value_or(LayerRange{0, 0});
+  if (args.pipeline.used()) load.layers = local_layers->value_or(LayerRange{0, 0});
   auto model = Checkpoint::Load(args.model_dir, load);
   if (!model.ok()) return model.status();
   s.model = std::move(model).value();
@@ -117,44 +88,15 @@ Status SetUp(Session& s) {
     s.logits_file = std::fopen(args.logits_out.c_str(), "wb");
     if (!s.logits_file) return Status::Error("cannot write " + args.logits_out);
   }
-  if (!UsesPipeline(args)) {
+  if (!args.pipeline.used()) {
     s.blocks = std::make_unique<LocalBlockRunner>(*s.model, *s.pool, args.prefill_chunk);
     return Status::Ok();
   }
 
-  net::PipelineOptions pipeline;
-  pipeline.workers = args.workers;
-  pipeline.layers = args.layers;
-  pipeline.local_layers = local_layers;
-  pipeline.prefill_chunk = args.prefill_chunk;
-  pipeline.timeout = net::Duration(static_cast<int64_t>(args.timeout_s * 1000));
-  pipeline.return_listen = args.return_listen;
-  if (args.wire_dtype == "f16") {
-    pipeline.wire_dtype = net::WireDType::kF16;
-  } else if (args.wire_dtype != "f32") {
-    return Status::Error("--wire-dtype must be f32 or f16");
-  }
-  if (!args.auth_key_file.empty()) {
-    auto key = net::LoadAuthKey(args.auth_key_file);
-    if (!key.ok()) return key.status();
-    pipeline.auth_key = *key;
-  }
-  if (args.local_workers > 0) {
-    const int worker_threads =
-        args.worker_threads > 0 ? args.worker_threads : std::max(1, s.threads / args.local_workers);
-    std::vector<std::string> worker_args = {"--model", args.model_dir, "--threads",
-                                            std::to_string(worker_threads)};
-    if (!args.auth_key_file.empty()) {
-      worker_args.insert(worker_args.end(), {"--auth-key-file", args.auth_key_file});
-    }
-    const char* tmp = std::getenv("TMPDIR");
-    auto workers = LocalWorkers::Spawn(args.local_workers, worker_args, tmp ? tmp : "/tmp");
-    if (!workers.ok()) return workers.status();
-    s.local_workers = std::move(workers).value();
-    pipeline.workers.insert(pipeline.workers.end(), s.local_workers->addresses().begin(),
-                            s.local_workers->addresses().end());
-  }
-  auto connected = net::Pipeline::Connect(*s.model, *s.pool, pipeline);
+  auto pipeline = MakePipelineOptions(args.pipeline, args.model_dir, args.prefill_chunk, s.threads,
+                                      /*worker_sequences=*/16, &s.local_workers);
+  if (!pipeline.ok()) return pipeline.status();
+  auto connected = net::Pipeline::Connect(*s.model, *s.pool, *pipeline);
   if (!connected.ok()) return connected.status();
   std::fprintf(stderr, "pipeline: %s\n", connected.value()->PlanDescription().c_str());
   s.pipeline = connected.value().get();
@@ -323,36 +265,7 @@ void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per forward chunk")
       ->capture_default_str();
 
-  const char* pipeline = "Pipeline";
-  cmd->add_option("--workers,-w", args->workers, "Worker addresses HOST:PORT, in chain order")
-      ->delimiter(',')
-      ->group(pipeline);
-  cmd->add_option("--local-workers", args->local_workers,
-                  "Start N worker processes on loopback and run through them")
-      ->check(CLI::Range(0, 64))
-      ->group(pipeline);
-  cmd->add_option("--layers", args->layers,
-                  "Layers per worker: even (default), auto (by cores), or a:b,c:d,...")
-      ->group(pipeline);
-  cmd->add_option("--local-layers", args->local_layers,
-                  "Run these layers here (a prefix 0:k or a suffix k:n)")
-      ->group(pipeline);
-  cmd->add_option("--wire-dtype", args->wire_dtype,
-                  "Activations on the wire: f32 (exact) or f16 (half the bytes, rounded)")
-      ->capture_default_str()
-      ->group(pipeline);
-  cmd->add_option("--auth-key-file", args->auth_key_file, "Pre-shared key for the workers")
-      ->group(pipeline);
-  cmd->add_option("--return-listen", args->return_listen,
-                  "HOST:PORT the last worker connects back to (default: a free port on the "
-                  "address that reaches it)")
-      ->group(pipeline);
-  cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for a stage before failing")
-      ->capture_default_str()
-      ->group(pipeline);
-  cmd->add_option("--worker-threads", args->worker_threads,
-                  "Threads per --local-workers process (default: cores / N)")
-      ->group(pipeline);
+  AddPipelineOptions(cmd, &args->pipeline);
   cmd->callback([args, runner] { *runner = [args] { return RunGenerate(*args); }; });
 }
 

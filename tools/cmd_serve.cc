@@ -12,6 +12,7 @@
 #include "net/log.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/pipeline_args.h"
 #include "tools/serve/completion_engine.h"
 #include "tools/serve/server.h"
 
@@ -122,38 +123,7 @@ void AddServeCommand(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--prefill-chunk", args->engine.prefill_chunk, "Prompt tokens per forward chunk")
       ->capture_default_str();
 
-  const char* pipeline = "Pipeline";
-  cmd->add_option("--workers,-w", args->engine.workers,
-                  "Worker addresses HOST:PORT, in chain order")
-      ->delimiter(',')
-      ->group(pipeline);
-  cmd->add_option("--local-workers", args->engine.local_workers,
-                  "Start N worker processes on loopback and run through them")
-      ->check(CLI::Range(0, 64))
-      ->group(pipeline);
-  cmd->add_option("--layers", args->engine.layers,
-                  "Layers per worker: even (default), auto (by cores), or a:b,c:d,...")
-      ->group(pipeline);
-  cmd->add_option("--local-layers", args->engine.local_layers,
-                  "Run these layers here (a prefix 0:k or a suffix k:n)")
-      ->group(pipeline);
-  cmd->add_option("--wire-dtype", args->engine.wire_dtype,
-                  "Activations on the wire: f32 (exact) or f16 (half the bytes, rounded)")
-      ->capture_default_str()
-      ->group(pipeline);
-  cmd->add_option("--auth-key-file", args->engine.auth_key_file, "Pre-shared key for the workers")
-      ->group(pipeline);
-  cmd->add_option("--return-listen", args->engine.return_listen,
-                  "HOST:PORT the last worker connects back to (default: a free port on the "
-                  "address that reaches it); fix it to open one port in a firewall")
-      ->group(pipeline);
-  cmd->add_option("--timeout", args->engine.timeout_s,
-                  "Seconds to wait for a stage before failing a request")
-      ->capture_default_str()
-      ->group(pipeline);
-  cmd->add_option("--worker-threads", args->engine.worker_threads,
-                  "Threads per --local-workers process (default: cores / N)")
-      ->group(pipeline);
+  AddPipelineOptions(cmd, &args->engine.pipeline);
   cmd->callback([args, runner] { *runner = [args] { return RunServe(*args); }; });
 }
 

@@ -283,13 +283,23 @@ TEST_CASE("f16 picks the nearest half for random and strided floats", "[net][f16
   }
 }
 
-#ifdef __FLT16_MAX__
-TEST_CASE("f16 agrees with the compiler's _Float16 conversion", "[net][f16]") {
+// The compiler's own half type: _Float16 on x86-64; GCC 12 on aarch64 (Raspberry Pi OS) defines
+// __FLT16_MAX__ without supporting _Float16 in C++, but has the ARM __fp16.
+#if defined(__aarch64__)
+using CompilerHalf = __fp16;
+#define DGPT_HAVE_COMPILER_HALF 1
+#elif defined(__FLT16_MAX__)
+using CompilerHalf = _Float16;
+#define DGPT_HAVE_COMPILER_HALF 1
+#endif
+
+#ifdef DGPT_HAVE_COMPILER_HALF
+TEST_CASE("f16 agrees with the compiler's own half conversion", "[net][f16]") {
   std::mt19937 rng(7);
   for (int i = 0; i < 300000; ++i) {
     const float value = FromBits(rng());
     if (std::isnan(value)) continue;
-    const auto expected = std::bit_cast<uint16_t>(static_cast<_Float16>(value));
+    const auto expected = std::bit_cast<uint16_t>(static_cast<CompilerHalf>(value));
     INFO("float bits 0x" << std::hex << Bits(value));
     REQUIRE(FloatToHalfBits(value) == expected);
   }

@@ -362,11 +362,11 @@ TEST_CASE("a FORWARD frame lays out flags and the tensor as documented", "[net][
   const Bytes frame = Encode(Message{kFlagLastChunk, 7, Forward{5, 16, tensor, {}}});
   const Bytes payload(frame.begin() + kHeaderSize, frame.end());
   CHECK(frame[8] == 0x01);
-  CHECK(payload == Bytes{5,    0,    0,    0,   16, 0, 0, 0,  // first_position, capacity
-                         1,                                   // dtype f16
-                         1,    0,    0,    0,   2,  0, 0, 0,  // rows, cols
-                         0x00, 0x3c, 0x00, 0xc0,              // 1.0, -2.0
-                         0});                                 // no stage timings yet
+  CHECK(payload == Bytes{5,    0,    0,    0,    16, 0, 0, 0,  // first_position, capacity
+                         1,                                    // dtype f16
+                         1,    0,    0,    0,    2,  0, 0, 0,  // rows, cols
+                         0x00, 0x3c, 0x00, 0xc0,               // 1.0, -2.0
+                         0});                                  // no stage timings yet
 }
 
 TEST_CASE("stage timings travel with FORWARD and RESULT", "[net][messages]") {
@@ -507,7 +507,8 @@ TEST_CASE("HeaderClaiming4GiBIsRefusedByDecodeHeaderAloneWithoutAllocating", "[n
 
 TEST_CASE("DecodeHeader returns the header fields", "[net][messages]") {
   const Tensor tensor{WireDType::kF32, 1, 2, {1.0f, 2.0f}};
-  const Bytes frame = Encode(Message{kFlagAllRows, 0x0abcdef012345678ull, Forward{1, 2, tensor, {}}});
+  const Bytes frame =
+      Encode(Message{kFlagAllRows, 0x0abcdef012345678ull, Forward{1, 2, tensor, {}}});
   Result<FrameHeader> header = DecodeHeader(
       std::span<const uint8_t, kHeaderSize>(frame.data(), kHeaderSize), kDefaultMaxFrameBytes);
   REQUIRE(header.ok());

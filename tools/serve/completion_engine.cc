@@ -50,16 +50,6 @@ class CompletionEngine::CountingRunner : public BlockRunner {
 
 namespace {
 
-Result<LayerRange> ParseRange(const std::string& text, const char* option) {
-  LayerRange range;
-  char extra = 0;
-  if (std::sscanf(text.c_str(), "%d:%d%c", &range.begin, &range.end, &extra) != 2 ||
-      range.begin < 0 || range.end <= range.begin) {
-    return Status::Error(fmt::format("{} \"{}\" is not a layer range like 0:4", option, text));
-  }
-  return range;
-}
-
 // "models/gpt2/" -> "gpt2": what clients put in "model".
 std::string ModelName(const std::string& model_dir) {
   std::filesystem::path path(model_dir);
@@ -75,7 +65,7 @@ std::string ModelName(const std::string& model_dir) {
 }  // namespace
 
 Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOptions& options) {
-  const bool uses_pipeline = !options.workers.empty() || options.local_workers > 0;
+  const bool uses_pipeline = options.pipeline.used();
   if (options.max_sequences < 1) return Status::Error("--max-sequences must be >= 1");
   if (options.prefill_chunk < 1) return Status::Error("--prefill-chunk must be >= 1");
   auto engine = std::unique_ptr<CompletionEngine>(new CompletionEngine());
@@ -86,19 +76,12 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   SetBlasThreads(threads);
   engine->pool_ = std::make_unique<ThreadPool>(threads);
 
-  std::optional<LayerRange> local_layers;
-  if (!options.local_layers.empty()) {
-    auto range = ParseRange(options.local_layers, "--local-layers");
-    if (!range.ok()) return range.status();
-    local_layers = *range;
-  }
-  if (!uses_pipeline && local_layers) {
-    return Status::Error("--local-layers needs --workers or --local-workers");
-  }
+  auto local_layers = cli::LocalLayers(options.pipeline);
+  if (!local_layers.ok()) return local_layers.status();
   // As in dgpt generate: with workers, this process maps the embeddings, the head and its own
   // layers; the workers' layers are only hashed for the fingerprints.
   LoadOptions load;
-  if (uses_pipeline) load.layers = local_layers.value_or(LayerRange{0, 0});
+  if (uses_pipeline) load.layers = local_layers->value_or(LayerRange{0, 0});
   auto model = Checkpoint::Load(options.model_dir, load);
   if (!model.ok()) return model.status();
   engine->model_ = std::move(model).value();
@@ -113,47 +96,16 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   }
   if (!uses_pipeline) return engine;
 
-  net::PipelineOptions pipeline;
-  pipeline.workers = options.workers;
-  pipeline.layers = options.layers;
-  pipeline.local_layers = local_layers;
-  pipeline.prefill_chunk = options.prefill_chunk;
-  pipeline.timeout = net::Duration(static_cast<int64_t>(options.timeout_s * 1000));
-  pipeline.return_listen = options.return_listen;
-  pipeline.name = "serve";
-  pipeline.observe_step = [raw = engine.get()](const net::StepTimings& step) {
+  // Each worker must hold a KV cache for every sequence the server runs at once.
+  auto pipeline =
+      cli::MakePipelineOptions(options.pipeline, options.model_dir, options.prefill_chunk, threads,
+                               std::max(options.max_sequences, 16), &engine->local_workers_);
+  if (!pipeline.ok()) return pipeline.status();
+  pipeline->name = "serve";
+  pipeline->observe_step = [raw = engine.get()](const net::StepTimings& step) {
     if (raw->step_observer_) raw->step_observer_(step);
   };
-  if (options.wire_dtype == "f16") {
-    pipeline.wire_dtype = net::WireDType::kF16;
-  } else if (options.wire_dtype != "f32") {
-    return Status::Error("--wire-dtype must be f32 or f16");
-  }
-  if (!options.auth_key_file.empty()) {
-    auto key = net::LoadAuthKey(options.auth_key_file);
-    if (!key.ok()) return key.status();
-    pipeline.auth_key = *key;
-  }
-  if (options.local_workers > 0) {
-    const int worker_threads = options.worker_threads > 0
-                                   ? options.worker_threads
-                                   : std::max(1, threads / options.local_workers);
-    // Each worker must hold a KV cache for every sequence the server runs at once.
-    std::vector<std::string> worker_args = {
-        "--model",         options.model_dir,
-        "--threads",       std::to_string(worker_threads),
-        "--max-sequences", std::to_string(std::max(options.max_sequences, 16))};
-    if (!options.auth_key_file.empty()) {
-      worker_args.insert(worker_args.end(), {"--auth-key-file", options.auth_key_file});
-    }
-    const char* tmp = std::getenv("TMPDIR");
-    auto workers = cli::LocalWorkers::Spawn(options.local_workers, worker_args, tmp ? tmp : "/tmp");
-    if (!workers.ok()) return workers.status();
-    engine->local_workers_ = std::move(workers).value();
-    pipeline.workers.insert(pipeline.workers.end(), engine->local_workers_->addresses().begin(),
-                            engine->local_workers_->addresses().end());
-  }
-  auto connected = net::Pipeline::Connect(*engine->model_, *engine->pool_, pipeline);
+  auto connected = net::Pipeline::Connect(*engine->model_, *engine->pool_, *pipeline);
   if (!connected.ok()) return connected.status();
   engine->pipeline_ = std::move(connected).value();
   return engine;

@@ -14,8 +14,9 @@
 #include "engine/checkpoint.h"
 #include "engine/generator.h"
 #include "engine/thread_pool.h"
-#include "tokenizer/tokenizer.h"
 #include "net/coordinator.h"
+#include "tokenizer/tokenizer.h"
+#include "tools/pipeline_args.h"
 #include "tools/serve/stage_status.h"
 
 namespace dgpt::net {
@@ -32,16 +33,8 @@ struct EngineOptions {
   int threads = 0;  // 0 = all cores
   int prefill_chunk = 128;
   int max_sequences = 16;
-  // Pipeline (as in dgpt generate); neither workers nor local_workers: all in this process.
-  std::vector<std::string> workers;
-  int local_workers = 0;
-  int worker_threads = 0;  // per local worker; 0 = threads / local_workers
-  std::string layers;
-  std::string local_layers;
-  std::string wire_dtype = "f32";
-  std::string auth_key_file;
-  double timeout_s = 60;
-  std::string return_listen;  // HOST:PORT where the last stage connects back; default: auto
+  // As in dgpt generate; neither workers nor local workers: all layers in this process.
+  cli::PipelineArgs pipeline;
 };
 
 class CompletionEngine {
