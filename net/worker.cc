@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
-#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -95,7 +94,10 @@ class Worker::Impl {
   std::deque<Job> jobs_;
   std::condition_variable jobs_changed_;
   std::map<uint64_t, std::shared_ptr<Connection>> connections_;
-  std::list<std::thread> connection_threads_;
+  // Threads serving connections; `finished_connections_` lists the ids whose thread has returned,
+  // so the accept loop can join them (an unjoined thread keeps its stack).
+  std::map<uint64_t, std::thread> connection_threads_;
+  std::vector<uint64_t> finished_connections_;
   uint64_t next_connection_id_ = 1;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -173,9 +175,15 @@ void Worker::Impl::AcceptLoop() {
     std::shared_ptr<Connection> connection = std::move(accepted).value();
     std::lock_guard lock(mutex_);
     if (stopping_) return;
+    for (uint64_t finished : finished_connections_) {
+      connection_threads_[finished].join();
+      connection_threads_.erase(finished);
+    }
+    finished_connections_.clear();
     const uint64_t id = next_connection_id_++;
     connections_[id] = connection;
-    connection_threads_.emplace_back([this, connection, id] { ServeConnection(connection, id); });
+    connection_threads_[id] =
+        std::thread([this, connection, id] { ServeConnection(connection, id); });
   }
 }
 
@@ -200,6 +208,7 @@ void Worker::Impl::ServeConnection(std::shared_ptr<Connection> connection, uint6
   connection->Close();
   std::lock_guard lock(mutex_);
   connections_.erase(id);
+  finished_connections_.push_back(id);
 }
 
 void Worker::Impl::ServeControl(Connection& connection, uint64_t id) {
@@ -688,12 +697,12 @@ void Worker::Impl::Stop() {
   if (compute_thread_.joinable()) compute_thread_.join();
   for (auto& connection : connections) connection->Close();
   if (accept_thread_.joinable()) accept_thread_.join();
-  std::list<std::thread> threads;
+  std::map<uint64_t, std::thread> threads;
   {
     std::lock_guard lock(mutex_);
     threads = std::move(connection_threads_);
   }
-  for (std::thread& thread : threads) thread.join();
+  for (auto& [id, thread] : threads) thread.join();
   std::lock_guard lock(mutex_);
   stopped_ = true;
   stopped_changed_.notify_all();
