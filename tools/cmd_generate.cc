@@ -147,6 +147,8 @@ bool RunOne(Session& s, const std::string* text, const std::vector<TokenId>* ids
     if (!s.warned_random) WarnIfRandomModel(args.model_dir);  // once the run is known to go
     s.warned_random = true;
     if (id >= s.tokenizer->vocab_size()) return true;  // a model slot with no text
+    // <|endoftext|> ends the completion (Generate stops after it); it is not text to print.
+    if (id == s.tokenizer->eos_id() && !args.ignore_eos) return true;
     const std::string chunk = stream.Push(id);
     if (!args.json) {
       std::fwrite(chunk.data(), 1, chunk.size(), stdout);
