@@ -14,6 +14,7 @@
 #include "engine/checkpoint.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
+#include "tests/unit/gpt2_test_shapes.h"
 
 using namespace dgpt;
 namespace fs = std::filesystem;
@@ -29,23 +30,7 @@ struct TinyCheckpoint {
   nlohmann::json config;
 
   TinyCheckpoint() {
-    const int64_t C = n_embd;
-    shapes["wte.weight"] = {vocab_size, C};
-    shapes["wpe.weight"] = {n_positions, C};
-    for (int i = 0; i < n_layer; ++i) {
-      const std::string h = "h." + std::to_string(i) + ".";
-      shapes[h + "ln_1.weight"] = shapes[h + "ln_1.bias"] = {C};
-      shapes[h + "attn.c_attn.weight"] = {C, 3 * C};
-      shapes[h + "attn.c_attn.bias"] = {3 * C};
-      shapes[h + "attn.c_proj.weight"] = {C, C};
-      shapes[h + "attn.c_proj.bias"] = {C};
-      shapes[h + "ln_2.weight"] = shapes[h + "ln_2.bias"] = {C};
-      shapes[h + "mlp.c_fc.weight"] = {C, 4 * C};
-      shapes[h + "mlp.c_fc.bias"] = {4 * C};
-      shapes[h + "mlp.c_proj.weight"] = {4 * C, C};
-      shapes[h + "mlp.c_proj.bias"] = {C};
-    }
-    shapes["ln_f.weight"] = shapes["ln_f.bias"] = {C};
+    shapes = testing::Gpt2TensorShapes(n_layer, n_embd, vocab_size, n_positions, "");
     config = {{"n_layer", n_layer},
               {"n_head", n_head},
               {"n_embd", n_embd},

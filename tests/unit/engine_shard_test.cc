@@ -2,6 +2,7 @@
 // what each shard holds, that shards load and agree bit for bit (and by fingerprint) with the
 // full checkpoint, and every way a shard folder can be wrong.
 #include "engine/shard.h"
+#include "tests/unit/gpt2_test_shapes.h"
 
 #include <unistd.h>
 
@@ -53,26 +54,11 @@ struct TinyModel {
   }
 
   std::map<std::string, std::vector<int64_t>> Shapes() const {
-    const int64_t C = n_embd;
-    std::map<std::string, std::vector<int64_t>> shapes;
-    shapes[prefix + "wte.weight"] = {vocab_size, C};
-    shapes[prefix + "wpe.weight"] = {n_positions, C};
-    for (int i = 0; i < n_layer; ++i) {
-      const std::string h = prefix + "h." + std::to_string(i) + ".";
-      shapes[h + "ln_1.weight"] = shapes[h + "ln_1.bias"] = {C};
-      shapes[h + "attn.c_attn.weight"] = {C, 3 * C};
-      shapes[h + "attn.c_attn.bias"] = {3 * C};
-      shapes[h + "attn.c_proj.weight"] = {C, C};
-      shapes[h + "attn.c_proj.bias"] = {C};
-      shapes[h + "ln_2.weight"] = shapes[h + "ln_2.bias"] = {C};
-      shapes[h + "mlp.c_fc.weight"] = {C, 4 * C};
-      shapes[h + "mlp.c_fc.bias"] = {4 * C};
-      shapes[h + "mlp.c_proj.weight"] = {4 * C, C};
-      shapes[h + "mlp.c_proj.bias"] = {C};
-      shapes[h + "attn.bias"] = {1, 1, n_positions, n_positions};  // a mask buffer, dropped
+    auto shapes = testing::Gpt2TensorShapes(n_layer, n_embd, vocab_size, n_positions, prefix);
+    for (int i = 0; i < n_layer; ++i) {  // mask buffers, which a split drops
+      shapes[prefix + "h." + std::to_string(i) + ".attn.bias"] = {1, 1, n_positions, n_positions};
     }
-    shapes[prefix + "ln_f.weight"] = shapes[prefix + "ln_f.bias"] = {C};
-    if (explicit_lm_head) shapes["lm_head.weight"] = {vocab_size, C};
+    if (explicit_lm_head) shapes["lm_head.weight"] = {vocab_size, n_embd};
     return shapes;
   }
 

@@ -24,6 +24,7 @@
 #include "engine/transformer.h"
 #include "net/connection.h"
 #include "net/worker.h"
+#include "tests/unit/gpt2_test_shapes.h"
 
 using namespace dgpt;
 using namespace dgpt::net;
@@ -56,24 +57,7 @@ const std::string& TinyModelDir() {
                                    {"activation_function", "gelu_new"}};
     std::ofstream(path + "/config.json") << config.dump();
 
-    const int64_t C = kEmbd;
-    std::map<std::string, std::vector<int64_t>> shapes;
-    shapes["wte.weight"] = {kVocab, C};
-    shapes["wpe.weight"] = {kPositions, C};
-    shapes["ln_f.weight"] = shapes["ln_f.bias"] = {C};
-    for (int layer = 0; layer < kLayers; ++layer) {
-      const std::string h = "h." + std::to_string(layer) + ".";
-      shapes[h + "ln_1.weight"] = shapes[h + "ln_1.bias"] = {C};
-      shapes[h + "attn.c_attn.weight"] = {C, 3 * C};
-      shapes[h + "attn.c_attn.bias"] = {3 * C};
-      shapes[h + "attn.c_proj.weight"] = {C, C};
-      shapes[h + "attn.c_proj.bias"] = {C};
-      shapes[h + "ln_2.weight"] = shapes[h + "ln_2.bias"] = {C};
-      shapes[h + "mlp.c_fc.weight"] = {C, 4 * C};
-      shapes[h + "mlp.c_fc.bias"] = {4 * C};
-      shapes[h + "mlp.c_proj.weight"] = {4 * C, C};
-      shapes[h + "mlp.c_proj.bias"] = {C};
-    }
+    const auto shapes = testing::Gpt2TensorShapes(kLayers, kEmbd, kVocab, kPositions, "");
     std::mt19937 rng(20240611);
     std::uniform_real_distribution<float> uniform(-0.5f, 0.5f);
     std::vector<std::vector<float>> buffers;
