@@ -15,22 +15,18 @@
 
 namespace dgpt {
 
-float HalfToFloat(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000) << 16;
-  const uint32_t exponent = (bits >> 10) & 0x1f;
-  const uint32_t mantissa = bits & 0x3ff;
-  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
-    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign ? -magnitude : magnitude;
-  }
-  if (exponent == 31) {  // inf or NaN
-    return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
-  }
-  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
-}
-
 float BFloat16ToFloat(uint16_t bits) {
   return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
+
+namespace {}  // namespace
+
+MatrixLayout WeightMatrixLayout(std::string_view name) {
+  const bool conv1d = name.ends_with("attn.c_attn.weight") ||
+                      name.ends_with("attn.c_proj.weight") || name.ends_with("mlp.c_fc.weight") ||
+                      name.ends_with("mlp.c_proj.weight");
+  if (conv1d) return {true, true};
+  return {name.ends_with("wte.weight") || name == "lm_head.weight", false};
 }
 
 namespace {
@@ -41,6 +37,10 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 bool IsFloatDType(DType dtype) {
   return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16;
+}
+
+bool IsMatrixName(std::string_view name) {
+  return WeightMatrixLayout(name).is_matrix;
 }
 
 struct ExpectedTensor {
@@ -206,17 +206,23 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
   auto check_tensor = [&](const std::string& name, const std::vector<int64_t>& shape) -> Status {
     const TensorInfo* info = st.Find(name);
     if (!info) return Status::Error(path + ": missing tensor " + name);
-    if (!IsFloatDType(info->dtype)) {
-      return Status::Error(
-          fmt::format("{}: tensor {} has dtype {}; weights must be F32, F16 or BF16", path, name,
-                      DTypeName(info->dtype)));
+    std::vector<int64_t> expected_shape = shape;
+    if (IsPackedQ8Tensor(*info) && IsMatrixName(name)) {
+      // Packed q8_0 rows: one output per row, so a Conv1D [in, out] is stored [out, in/32, 34].
+      const bool conv1d = WeightMatrixLayout(name).transposed;
+      const int64_t rows = conv1d ? shape[1] : shape[0], cols = conv1d ? shape[0] : shape[1];
+      expected_shape = {rows, cols / kQ8BlockSize, kQ8BlockBytes};
+    } else if (!IsFloatDType(info->dtype)) {
+      return Status::Error(fmt::format(
+          "{}: tensor {} has dtype {}; weights must be F32, F16, BF16 (or packed q8_0 U8)", path,
+          name, DTypeName(info->dtype)));
     }
-    if (info->shape != shape) {
+    if (info->shape != expected_shape) {
       return Status::Error(fmt::format(
           "{}: tensor {} has shape {} but config.json (n_layer {}, n_head {}, n_embd {}, "
           "n_positions {}, vocab_size {}) implies {}",
           path, name, ShapeString(info->shape), cfg.n_layer, cfg.n_head, cfg.n_embd,
-          cfg.n_positions, cfg.vocab_size, ShapeString(shape)));
+          cfg.n_positions, cfg.vocab_size, ShapeString(expected_shape)));
     }
     return Status::Ok();
   };
@@ -249,8 +255,14 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
                       path, info.name, block, dir, kShardFileName, held.begin, held.end));
     }
   }
-  checkpoint->weight_dtype_ =
-      expected.empty() ? DType::kF32 : st.Find(prefix + expected.front().name)->dtype;
+  // The dtype of the first matrix the folder holds stands for the checkpoint's.
+  checkpoint->weight_dtype_ = DType::kF32;
+  for (const ExpectedTensor& tensor : expected) {
+    if (IsMatrixName(tensor.name)) {
+      checkpoint->weight_dtype_ = st.Find(prefix + tensor.name)->dtype;
+      break;
+    }
+  }
 
   LayerRange layers = options.layers;
   if (layers.end < 0) layers.end = cfg.n_layer;
@@ -276,22 +288,42 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     *target = *mapped;
     return Status::Ok();
   };
+  const int64_t C = cfg.n_embd, V = cfg.vocab_size;
   for (int i = layers.begin; i < layers.end; ++i) {
-    // BlockWeights' fields are in kBlockTensorNames order.
     BlockWeights block{};
-    const float** targets[] = {&block.ln1_weight, &block.ln1_bias,         &block.qkv_weight,
-                               &block.qkv_bias,   &block.attn_proj_weight, &block.attn_proj_bias,
-                               &block.ln2_weight, &block.ln2_bias,         &block.fc_weight,
-                               &block.fc_bias,    &block.mlp_proj_weight,  &block.mlp_proj_bias};
-    static_assert(std::size(targets) == kBlockTensorNames.size());
-    for (size_t t = 0; t < kBlockTensorNames.size(); ++t) {
-      DGPT_RETURN_IF_ERROR(
-          map_into(targets[t], fmt::format("{}h.{}.{}", prefix, i, kBlockTensorNames[t])));
+    const std::string name = fmt::format("{}h.{}.", prefix, i);
+    auto pack_into = [&](WeightMatrix* target, const char* tensor, int64_t rows,
+                         int64_t cols) -> Status {
+      // Conv1D stores [in, out]: rows (outputs) are its columns.
+      auto packed =
+          checkpoint->Pack(name + tensor, rows, cols, /*transposed=*/true, options.weight_format);
+      if (!packed.ok()) return packed.status();
+      *target = *packed;
+      return Status::Ok();
+    };
+    DGPT_RETURN_IF_ERROR(pack_into(&block.qkv_weight, "attn.c_attn.weight", 3 * C, C));
+    DGPT_RETURN_IF_ERROR(pack_into(&block.attn_proj_weight, "attn.c_proj.weight", C, C));
+    DGPT_RETURN_IF_ERROR(pack_into(&block.fc_weight, "mlp.c_fc.weight", 4 * C, C));
+    DGPT_RETURN_IF_ERROR(pack_into(&block.mlp_proj_weight, "mlp.c_proj.weight", C, 4 * C));
+    const std::pair<const float**, const char*> vectors[] = {
+        {&block.ln1_weight, "ln_1.weight"},    {&block.ln1_bias, "ln_1.bias"},
+        {&block.qkv_bias, "attn.c_attn.bias"}, {&block.attn_proj_bias, "attn.c_proj.bias"},
+        {&block.ln2_weight, "ln_2.weight"},    {&block.ln2_bias, "ln_2.bias"},
+        {&block.fc_bias, "mlp.c_fc.bias"},     {&block.mlp_proj_bias, "mlp.c_proj.bias"}};
+    for (const auto& [target, tensor] : vectors) {
+      DGPT_RETURN_IF_ERROR(map_into(target, name + tensor));
     }
     checkpoint->blocks_.push_back(block);
   }
-  if (options.embeddings || (options.head && !has_lm_head)) {
-    DGPT_RETURN_IF_ERROR(map_into(&checkpoint->wte_, prefix + "wte.weight"));
+  // The head's format applies to wte too when the head is tied to it: one copy serves both.
+  const std::optional<WeightFormat> head_format =
+      options.head_format ? options.head_format : options.weight_format;
+  const bool tied_head = options.head && !has_lm_head;
+  if (options.embeddings || tied_head) {
+    auto wte = checkpoint->Pack(prefix + "wte.weight", V, C, /*transposed=*/false,
+                                tied_head ? head_format : std::nullopt);
+    if (!wte.ok()) return wte.status();
+    checkpoint->wte_ = *wte;
   }
   if (options.embeddings) {
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->wpe_, prefix + "wpe.weight"));
@@ -300,12 +332,53 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->ln_f_weight_, prefix + "ln_f.weight"));
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->ln_f_bias_, prefix + "ln_f.bias"));
     if (has_lm_head) {
-      DGPT_RETURN_IF_ERROR(map_into(&checkpoint->lm_head_, "lm_head.weight"));
+      auto head = checkpoint->Pack("lm_head.weight", V, C, /*transposed=*/false, head_format);
+      if (!head.ok()) return head.status();
+      checkpoint->lm_head_ = *head;
     } else {
       checkpoint->lm_head_ = checkpoint->wte_;  // GPT-2 ties the head to the token embedding
     }
   }
+  if (!checkpoint->blocks_.empty()) {
+    checkpoint->weight_format_ = checkpoint->blocks_.front().qkv_weight.format;
+  } else if (checkpoint->lm_head_) {
+    checkpoint->weight_format_ = checkpoint->lm_head_.format;
+  } else if (checkpoint->wte_) {
+    checkpoint->weight_format_ = checkpoint->wte_.format;
+  }
   return checkpoint;
+}
+
+int64_t Checkpoint::block_matrix_bytes() const {
+  int64_t bytes = 0;
+  for (const BlockWeights& block : blocks_) {
+    bytes += block.qkv_weight.bytes() + block.attn_proj_weight.bytes() + block.fc_weight.bytes() +
+             block.mlp_proj_weight.bytes();
+  }
+  return bytes;
+}
+
+Result<WeightMatrix> Checkpoint::Pack(const std::string& name, int64_t rows, int64_t cols,
+                                      bool transposed, std::optional<WeightFormat> format) {
+  const TensorInfo* info = file_->Find(name);
+  if (!info) return Status::Error(file_->path() + ": missing tensor " + name);
+  const bool packed_q8 = IsPackedQ8Tensor(*info);
+  const WeightFormat stored = packed_q8                    ? WeightFormat::kQ8_0
+                              : info->dtype == DType::kF16 ? WeightFormat::kF16
+                                                           : WeightFormat::kF32;
+  const MatrixSource source{info->data, info->dtype, rows, cols, transposed && !packed_q8};
+  AlignedBytes storage;
+  auto matrix = PackMatrix(source, format.value_or(stored), &storage);
+  if (!matrix.ok()) {
+    return Status::Error(
+        fmt::format("{}: tensor {}: {}", file_->path(), name, matrix.status().message()));
+  }
+  if (storage) {
+    // Copied out: the mapped pages are no longer needed, so they stop counting as resident.
+    DropMappedPages(info->data, static_cast<size_t>(info->num_bytes()));
+    packed_.push_back(std::move(storage));
+  }
+  return *matrix;
 }
 
 Result<const float*> Checkpoint::Map(const std::string& name) {

@@ -1,5 +1,8 @@
-// GPT-2 weights as the engine computes with them: float32 views into a memory-mapped
-// Hugging Face checkpoint (zero-copy for F32; F16/BF16 tensors are widened into owned buffers).
+// GPT-2 weights as the engine computes with them. The checkpoint is memory-mapped; the four
+// matrices of each block are packed at load into the kernels' layout (one output per row) in
+// the chosen weight format (f32, f16 or q8_0), and the copied-out pages of the mapping are
+// released. wte / lm_head are used in place when their format is kept. LayerNorm parameters,
+// biases and wpe are float views (F16/BF16 ones widened into owned buffers).
 // Shape letters: C = n_embd, V = vocab_size, P = n_positions. Conv1D weights are stored
 // [in, out] row-major, exactly as GPT2LMHeadModel saves them.
 #pragma once
@@ -13,8 +16,10 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/kernels/kernels.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
+#include "engine/weights.h"
 
 namespace dgpt {
 
@@ -37,17 +42,26 @@ inline constexpr std::array<std::string_view, 12> kBlockTensorNames = {
 struct BlockWeights {
   const float* ln1_weight;        // [C]
   const float* ln1_bias;          // [C]
-  const float* qkv_weight;        // [C, 3C]
+  WeightMatrix qkv_weight;        // [3C rows, C cols]
   const float* qkv_bias;          // [3C]
-  const float* attn_proj_weight;  // [C, C]
+  WeightMatrix attn_proj_weight;  // [C, C]
   const float* attn_proj_bias;    // [C]
   const float* ln2_weight;        // [C]
   const float* ln2_bias;          // [C]
-  const float* fc_weight;         // [C, 4C]
+  WeightMatrix fc_weight;         // [4C rows, C cols]
   const float* fc_bias;           // [4C]
-  const float* mlp_proj_weight;   // [4C, C]
+  WeightMatrix mlp_proj_weight;   // [C rows, 4C cols]
   const float* mlp_proj_bias;     // [C]
 };
+
+// Whether a tensor (name with or without "transformer.") is a weight matrix — a block's four,
+// wte, lm_head — which may be stored as packed q8_0, and whether it is stored transposed
+// relative to the kernels' one-output-per-row layout (Conv1D weights are [in, out]).
+struct MatrixLayout {
+  bool is_matrix = false;
+  bool transposed = false;
+};
+MatrixLayout WeightMatrixLayout(std::string_view name);
 
 // Which parts of the model a process needs: a coordinator needs the embeddings and the head,
 // a pipeline stage only its blocks. Only those tensors' pages are ever read.
@@ -55,6 +69,12 @@ struct LoadOptions {
   LayerRange layers{0, -1};  // end -1 means "to the last layer"
   bool embeddings = true;    // wte + wpe
   bool head = true;          // ln_f + lm_head (tied to wte when the checkpoint has none)
+  // Format of the blocks' matrices; unset keeps what the file stores (F32 and BF16 -> f32,
+  // F16 -> f16, packed q8_0 -> q8_0).
+  std::optional<WeightFormat> weight_format = std::nullopt;
+  // Format of the LM head (and of wte when the head is tied to it); unset follows
+  // weight_format, or what the file stores.
+  std::optional<WeightFormat> head_format = std::nullopt;
 };
 
 // A folder written by `dgpt split` holds part of a model and says which in DIR/shard.json:
@@ -97,16 +117,21 @@ class Checkpoint {
   // REQUIRES: layers().contains(layer)
   const BlockWeights& block(int layer) const { return blocks_[layer - layers_.begin]; }
 
-  // REQUIRES: loaded with embeddings.
-  const float* token_embedding() const { return wte_; }     // [V, C]
-  const float* position_embedding() const { return wpe_; }  // [P, C]
+  // REQUIRES: loaded with embeddings (or a head tied to wte).
+  const WeightMatrix& token_embedding() const { return wte_; }  // [V, C]
+  const float* position_embedding() const { return wpe_; }      // [P, C]
   // REQUIRES: loaded with head.
   const float* final_norm_weight() const { return ln_f_weight_; }  // [C]
   const float* final_norm_bias() const { return ln_f_bias_; }      // [C]
-  const float* lm_head() const { return lm_head_; }                // [V, C]
+  const WeightMatrix& lm_head() const { return lm_head_; }         // [V rows, C cols]
 
   const SafetensorsFile& file() const { return *file_; }
+  // The dtype the file stores the weights in (U8 for packed q8_0), and the format the loaded
+  // blocks compute in (the head's when no block is loaded).
   DType weight_dtype() const { return weight_dtype_; }
+  WeightFormat weight_format() const { return weight_format_; }
+  // Bytes of the loaded blocks' four matrices: what one decode step reads per layer range.
+  int64_t block_matrix_bytes() const;
   const std::string& dir() const { return dir_; }
   // "transformer." or "": what the file's tensor names (other than lm_head.weight) start with.
   const std::string& tensor_prefix() const { return prefix_; }
@@ -114,6 +139,9 @@ class Checkpoint {
  private:
   Checkpoint() = default;
   Result<const float*> Map(const std::string& name);
+  // Packs a [rows, cols] matrix (`transposed`: stored [cols, rows]) into `format`.
+  Result<WeightMatrix> Pack(const std::string& name, int64_t rows, int64_t cols, bool transposed,
+                            std::optional<WeightFormat> format);
 
   std::string dir_;
   ModelConfig config_;
@@ -124,15 +152,16 @@ class Checkpoint {
   std::string prefix_;  // "transformer." or ""
   std::vector<BlockWeights> blocks_;
   std::vector<std::unique_ptr<float[]>> widened_;  // owned F32 copies of F16/BF16 tensors
-  const float* wte_ = nullptr;
+  std::vector<AlignedBytes> packed_;               // owned packed matrices
+  WeightFormat weight_format_ = WeightFormat::kF32;
+  WeightMatrix wte_;
   const float* wpe_ = nullptr;
   const float* ln_f_weight_ = nullptr;
   const float* ln_f_bias_ = nullptr;
-  const float* lm_head_ = nullptr;
+  WeightMatrix lm_head_;
 };
 
-// Widening conversions used for F16/BF16 checkpoints (exact: every value is representable).
-float HalfToFloat(uint16_t bits);
+// Widening conversion for BF16 checkpoints (exact).
 float BFloat16ToFloat(uint16_t bits);
 
 }  // namespace dgpt

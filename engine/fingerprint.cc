@@ -75,6 +75,11 @@ Result<Fingerprint> StageFingerprint(const ModelConfig& config, const Safetensor
       }
       sha.UpdatePiece(shape.data(), shape.size());
       sha.UpdatePiece(info->data, info->num_bytes());
+      // The engine computes from packed copies of the matrices (engine/weights.h), so hashing
+      // must not leave their mapped pages resident.
+      if (tensor.ends_with(".weight") && tensor.find(".c_") != std::string_view::npos) {
+        DropMappedPages(info->data, static_cast<size_t>(info->num_bytes()));
+      }
     }
   }
   return sha.Finish();

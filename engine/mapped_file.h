@@ -28,4 +28,9 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Tells the kernel this process no longer needs the mapped pages wholly inside [data, data +
+// size) (MADV_DONTNEED), so a tensor that was copied out no longer counts in resident memory.
+// Reading them again later is still valid: the pages are re-read from the file.
+void DropMappedPages(const std::byte* data, size_t size);
+
 }  // namespace dgpt

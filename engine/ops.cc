@@ -28,19 +28,6 @@ void layernorm_forward(float* out, const float* in, const float* weight, const f
 
 namespace {
 
-// y[j0:j1] = bias + sum_i x[i] * W[i, j0:j1]. Each output is accumulated in the same order
-// whatever the column split, so results do not depend on the thread count.
-void gemv_columns(float* y, const float* x, const float* weight, const float* bias, int IN, int OUT,
-                  int64_t j0, int64_t j1) {
-  float* __restrict dst = y;
-  for (int64_t j = j0; j < j1; ++j) dst[j] = bias ? bias[j] : 0.0f;
-  for (int i = 0; i < IN; ++i) {
-    const float xi = x[i];
-    const float* __restrict row = weight + static_cast<int64_t>(i) * OUT;
-    for (int64_t j = j0; j < j1; ++j) dst[j] += xi * row[j];
-  }
-}
-
 // Dot product with eight independent partial sums, so the compiler can vectorize it.
 float dot(const float* __restrict a, const float* __restrict b, int n) {
   float partial[8] = {};
@@ -54,46 +41,110 @@ float dot(const float* __restrict a, const float* __restrict b, int n) {
   return sum;
 }
 
-}  // namespace
+// Below this many rows the batched GEMV beats widening weights for sgemm: it reads each weight
+// once from memory and keeps it in cache for the other rows.
+constexpr int kMinRowsForSgemm = 8;
+// Rows of a narrow-format matrix widened per sgemm call: about 2 MB of floats, so the scratch
+// stays small next to the weights.
+constexpr int64_t kWidenTileBytes = 2 << 20;
 
-void matmul_forward(float* out, const float* in, const float* weight, const float* bias, int T,
-                    int IN, int OUT, ThreadPool& pool) {
-  if (T == 1) {
-    pool.ParallelFor(OUT, 16, [&](int64_t j0, int64_t j1) {
-      gemv_columns(out, in, weight, bias, IN, OUT, j0, j1);
-    });
-    return;
+// The GEMV for rows [r0, r1) of w, in w's format. `xq` is x quantized when w is q8_0.
+void gemv_rows(float* y, const WeightMatrix& w, const float* x, const BlockQ8_0* xq, int64_t r0,
+               int64_t r1) {
+  const KernelSet& k = ActiveKernels();
+  switch (w.format) {
+    case WeightFormat::kF32:
+      k.gemv_f32(y, reinterpret_cast<const float*>(w.data), x, w.cols, r0, r1);
+      return;
+    case WeightFormat::kF16:
+      k.gemv_f16(y, reinterpret_cast<const uint16_t*>(w.data), x, w.cols, r0, r1);
+      return;
+    case WeightFormat::kQ8_0:
+      k.gemv_q8_0(y, reinterpret_cast<const BlockQ8_0*>(w.data), xq, w.cols, r0, r1);
+      return;
   }
-  for (int t = 0; t < T; ++t) {
-    float* row = out + static_cast<int64_t>(t) * OUT;
-    if (bias) {
-      std::copy(bias, bias + OUT, row);
-    } else {
-      std::fill(row, row + OUT, 0.0f);
-    }
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, OUT, IN, 1.0f, in, IN, weight, OUT,
-              1.0f, out, OUT);
 }
 
-void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias, int B,
-                         int IN, int OUT, ThreadPool& pool) {
-  if (B == 1) {
-    matmul_forward(out, in, weight, bias, 1, IN, OUT, pool);
+// in[B, IN] quantized row by row (only for q8_0 weights; empty otherwise).
+const BlockQ8_0* QuantizeInputs(const WeightMatrix& w, const float* in, int B) {
+  if (w.format != WeightFormat::kQ8_0) return nullptr;
+  thread_local std::vector<BlockQ8_0> quantized;
+  const int64_t blocks = w.cols / kQ8BlockSize;
+  quantized.resize(static_cast<size_t>(B * blocks));
+  for (int b = 0; b < B; ++b) {
+    ActiveKernels().quantize_q8_0(quantized.data() + b * blocks, in + b * w.cols, w.cols);
+  }
+  return quantized.data();
+}
+
+void sgemm_bias(float* out, const float* in, const float* weight, int64_t ldw, const float* bias,
+                int T, int64_t IN, int64_t cols_out, int64_t ldo) {
+  for (int t = 0; t < T; ++t) {
+    float* row = out + t * ldo;
+    if (bias) {
+      std::copy(bias, bias + cols_out, row);
+    } else {
+      std::fill(row, row + cols_out, 0.0f);
+    }
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, static_cast<int>(cols_out),
+              static_cast<int>(IN), 1.0f, in, static_cast<int>(IN), weight, static_cast<int>(ldw),
+              1.0f, out, static_cast<int>(ldo));
+}
+
+}  // namespace
+
+void matmul_forward(float* out, const float* in, const WeightMatrix& w, const float* bias, int T,
+                    ThreadPool& pool) {
+  if (T < kMinRowsForSgemm) {
+    matmul_rows_forward(out, in, w, bias, T, pool);
     return;
   }
-  pool.ParallelFor(OUT, 16, [&](int64_t j0, int64_t j1) {
-    for (int b = 0; b < B; ++b) {
-      float* y = out + static_cast<int64_t>(b) * OUT;
-      for (int64_t j = j0; j < j1; ++j) y[j] = bias ? bias[j] : 0.0f;
-    }
-    // Same order as gemv_columns for every row: bias, then i = 0, 1, ... accumulated per output.
-    for (int i = 0; i < IN; ++i) {
-      const float* __restrict row = weight + static_cast<int64_t>(i) * OUT;
+  if (w.format == WeightFormat::kF32) {
+    sgemm_bias(out, in, reinterpret_cast<const float*>(w.data), w.cols, bias, T, w.cols, w.rows,
+               w.rows);
+    return;
+  }
+  if (w.format == WeightFormat::kQ8_0) {
+    // q8_0 quantizes its input on every path, so prefill computes the same function as decode
+    // (which takes integer dot products): sgemm gets the inputs quantized and widened back.
+    const BlockQ8_0* quantized = QuantizeInputs(w, in, T);
+    thread_local std::vector<float> widened_input;
+    widened_input.resize(static_cast<size_t>(T) * w.cols);
+    ActiveKernels().to_f32_q8_0(widened_input.data(), quantized, w.cols, 0, T);
+    in = widened_input.data();
+  }
+  const int64_t tile_rows = std::max<int64_t>(16, kWidenTileBytes / (w.cols * 4) / 16 * 16);
+  // The caller's buffer; pool threads write into it through `tile` (their own thread_local
+  // copies would be other, empty vectors).
+  thread_local std::vector<float> widened;
+  widened.resize(static_cast<size_t>(std::min(tile_rows, w.rows) * w.cols));
+  float* tile = widened.data();
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+    const int64_t r1 = std::min(w.rows, r0 + tile_rows);
+    pool.ParallelFor(r1 - r0, 1, [&](int64_t a, int64_t b) {
+      for (int64_t r = r0 + a; r < r0 + b; ++r) WeightRowToFloat(tile + (r - r0) * w.cols, w, r);
+    });
+    sgemm_bias(out + r0, in, tile, w.cols, bias ? bias + r0 : nullptr, T, w.cols, r1 - r0, w.rows);
+  }
+}
+
+void matmul_rows_forward(float* out, const float* in, const WeightMatrix& w, const float* bias,
+                         int B, ThreadPool& pool) {
+  const BlockQ8_0* quantized = QuantizeInputs(w, in, B);
+  const int64_t blocks = w.cols / kQ8BlockSize;
+  pool.ParallelFor(w.rows, 16, [&](int64_t r0, int64_t r1) {
+    // A few rows at a time for every input, so those weight rows are still in L1/L2 when the
+    // next input needs them.
+    constexpr int64_t kRowsPerPass = 16;
+    for (int64_t p0 = r0; p0 < r1; p0 += kRowsPerPass) {
+      const int64_t p1 = std::min(r1, p0 + kRowsPerPass);
       for (int b = 0; b < B; ++b) {
-        const float xi = in[static_cast<int64_t>(b) * IN + i];
-        float* __restrict y = out + static_cast<int64_t>(b) * OUT;
-        for (int64_t j = j0; j < j1; ++j) y[j] += xi * row[j];
+        float* y = out + b * w.rows;
+        gemv_rows(y, w, in + b * w.cols, quantized ? quantized + b * blocks : nullptr, p0, p1);
+        if (bias) {
+          for (int64_t r = p0; r < p1; ++r) y[r] += bias[r];
+        }
       }
     }
   });
@@ -153,25 +204,6 @@ void attention_forward(float* out, const float* qkv, float* k_cache, float* v_ca
         const float p = scores[s];
         const float* v = v_cache + static_cast<int64_t>(s) * C + h * HD;
         for (int d = 0; d < HD; ++d) y[d] += p * v[d];
-      }
-    }
-  });
-}
-
-void logits_forward(float* logits, const float* x, const float* head, int V, int C,
-                    ThreadPool& pool) {
-  pool.ParallelFor(V, 64, [&](int64_t v0, int64_t v1) {
-    for (int64_t v = v0; v < v1; ++v) logits[v] = dot(x, head + v * C, C);
-  });
-}
-
-void logits_rows_forward(float* logits, const float* x, const float* head, int B, int V, int C,
-                         ThreadPool& pool) {
-  pool.ParallelFor(V, 64, [&](int64_t v0, int64_t v1) {
-    for (int64_t v = v0; v < v1; ++v) {
-      const float* row = head + v * C;  // stays in cache while every sequence uses it
-      for (int b = 0; b < B; ++b) {
-        logits[static_cast<int64_t>(b) * V + v] = dot(x + static_cast<int64_t>(b) * C, row, C);
       }
     }
   });

@@ -7,6 +7,7 @@
 
 #include "engine/config.h"
 #include "engine/thread_pool.h"
+#include "engine/weights.h"
 
 namespace dgpt {
 
@@ -14,16 +15,19 @@ namespace dgpt {
 void layernorm_forward(float* out, const float* in, const float* weight, const float* bias, int T,
                        int C, float eps);
 
-// out[T, OUT] = in[T, IN] @ weight[IN, OUT] + bias[OUT] (Conv1D layout). T > 1 goes to BLAS
-// sgemm; T == 1 is a matrix-vector product split over the pool by output column.
-void matmul_forward(float* out, const float* in, const float* weight, const float* bias, int T,
-                    int IN, int OUT, ThreadPool& pool);
+// out[T, OUT] = in[T, IN] @ W^T + bias[OUT], for W = w [OUT rows, IN cols] in any weight format
+// (bias may be null). T == 1 is the decode GEMV: rows split over the pool, each output computed
+// by the active SIMD kernel whatever the split. Small T takes the batched path below; larger T
+// (prefill) goes to BLAS sgemm, widening f16 / q8_0 weights a tile of rows at a time. With
+// q8_0 weights every path first rounds the input through q8_0 (as the integer dot products do),
+// so prefill and decode compute the same function.
+void matmul_forward(float* out, const float* in, const WeightMatrix& w, const float* bias, int T,
+                    ThreadPool& pool);
 
-// out[B, OUT] = in[B, IN] @ weight[IN, OUT] + bias for B independent rows (batched decode): the
-// weights are read once for all rows, and each row's arithmetic is exactly that of
-// matmul_forward with T == 1, so batching never changes a result.
-void matmul_rows_forward(float* out, const float* in, const float* weight, const float* bias, int B,
-                         int IN, int OUT, ThreadPool& pool);
+// out[B, OUT] for B independent rows (batched decode): each weight row is read from memory once
+// for all B inputs, and each row's result is bit-identical to matmul_forward with T == 1.
+void matmul_rows_forward(float* out, const float* in, const WeightMatrix& w, const float* bias,
+                         int B, ThreadPool& pool);
 
 // In place over N values; GPT-2 uses the tanh approximation ("gelu_new").
 void gelu_forward(float* x, int64_t N, Activation activation);
@@ -39,15 +43,6 @@ void softmax_forward(float* x, int N);
 // k_cache[S, C] / v_cache[S, C] at row pos0, then each query attends to rows 0 .. its position.
 void attention_forward(float* out, const float* qkv, float* k_cache, float* v_cache, int pos0,
                        int T, int C, int NH, ThreadPool& pool);
-
-// logits[V] = x[C] @ head[V, C]^T (the tied LM head), split over the pool by vocabulary row.
-void logits_forward(float* logits, const float* x, const float* head, int V, int C,
-                    ThreadPool& pool);
-
-// logits[B, V] for B rows x[B, C]: the head is read once for all rows, and each row's result is
-// bit-identical to logits_forward on that row alone.
-void logits_rows_forward(float* logits, const float* x, const float* head, int B, int V, int C,
-                         ThreadPool& pool);
 
 // Sets BLAS's own thread count (prefill sgemm); called once per process.
 void SetBlasThreads(int num_threads);

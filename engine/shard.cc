@@ -15,27 +15,6 @@
 namespace dgpt {
 namespace fs = std::filesystem;
 
-uint16_t FloatToHalf(float value) {
-  const uint32_t bits = std::bit_cast<uint32_t>(value);
-  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
-  const uint32_t magnitude = bits & 0x7fffffff;
-  if (magnitude > 0x7f800000) {  // NaN: keep it a (quiet) NaN with the payload's top bits
-    return sign | 0x7e00 | static_cast<uint16_t>((magnitude >> 13) & 0x3ff);
-  }
-  // 65520 is halfway between 65504 (the largest half) and 65536; the tie goes to the even
-  // neighbour, which is infinity.
-  if (magnitude >= 0x477ff000) return sign | 0x7c00;
-  if (magnitude >= 0x38800000) {  // a normal half (>= 2^-14): rebias the exponent, round
-    uint32_t rebiased = magnitude - (112u << 23);
-    rebiased += 0xfff + ((rebiased >> 13) & 1);  // round to nearest, ties to even
-    return sign | static_cast<uint16_t>(rebiased >> 13);
-  }
-  // Subnormal or zero: adding 0.5 makes the FPU round the value to a multiple of 2^-24 (0.5's
-  // ulp) to nearest even; the low bits of the sum are then the half's mantissa.
-  const float sum = std::bit_cast<float>(magnitude) + 0.5f;
-  return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(sum) - std::bit_cast<uint32_t>(0.5f));
-}
-
 uint16_t FloatToBFloat16(float value) {
   uint32_t bits = std::bit_cast<uint32_t>(value);
   if ((bits & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
@@ -146,10 +125,28 @@ void WriteElement(uint8_t* data, DType dtype, int64_t index, float value) {
 
 // The tensor as it is to be written: the mapped bytes themselves when the dtype is kept,
 // otherwise a converted copy appended to `converted` (which must outlive the write).
-TensorToWrite PrepareTensor(const TensorInfo& info, std::optional<DType> dtype,
-                            std::vector<std::vector<uint8_t>>& converted) {
+Result<TensorToWrite> PrepareTensor(const TensorInfo& info, const ShardFormat& format,
+                                    std::vector<std::vector<uint8_t>>& converted,
+                                    std::vector<AlignedBytes>& packed) {
+  const MatrixLayout layout = WeightMatrixLayout(info.name);
+  if (format.q8_0 && layout.is_matrix && info.shape.size() == 2) {
+    const int64_t rows = layout.transposed ? info.shape[1] : info.shape[0];
+    const int64_t cols = layout.transposed ? info.shape[0] : info.shape[1];
+    AlignedBytes& storage = packed.emplace_back();
+    auto matrix = PackMatrix({info.data, info.dtype, rows, cols, layout.transposed},
+                             WeightFormat::kQ8_0, &storage);
+    if (!matrix.ok())
+      return Status::Error("tensor " + info.name + ": " + matrix.status().message());
+    return TensorToWrite{info.name,
+                         DType::kU8,
+                         {rows, cols / kQ8BlockSize, kQ8BlockBytes},
+                         matrix->data,
+                         static_cast<size_t>(matrix->bytes())};
+  }
+  const std::optional<DType> dtype = format.dtype;
   if (!dtype || *dtype == info.dtype) {
-    return {info.name, info.dtype, info.shape, info.data, static_cast<size_t>(info.num_bytes())};
+    return TensorToWrite{info.name, info.dtype, info.shape, info.data,
+                         static_cast<size_t>(info.num_bytes())};
   }
   const int64_t count = info.num_elements();
   // Moving the outer vector keeps each inner buffer where it is, so earlier pointers stay valid.
@@ -158,7 +155,7 @@ TensorToWrite PrepareTensor(const TensorInfo& info, std::optional<DType> dtype,
   for (int64_t i = 0; i < count; ++i) {
     WriteElement(bytes.data(), *dtype, i, ReadElement(info.data, info.dtype, i));
   }
-  return {info.name, *dtype, info.shape, bytes.data(), bytes.size()};
+  return TensorToWrite{info.name, *dtype, info.shape, bytes.data(), bytes.size()};
 }
 
 struct WrittenShard {
@@ -172,7 +169,7 @@ struct WrittenShard {
 Result<WrittenShard> WriteShardFolder(const Checkpoint& source,
                                       const std::vector<std::string>& tensor_names,
                                       const ShardInfo& shard, const std::string& shard_dir,
-                                      std::optional<DType> dtype) {
+                                      const ShardFormat& format) {
   std::error_code error;
   fs::create_directories(shard_dir, error);
   if (error) return Status::Error(shard_dir + ": cannot create: " + error.message());
@@ -188,11 +185,14 @@ Result<WrittenShard> WriteShardFolder(const Checkpoint& source,
   }
 
   std::vector<std::vector<uint8_t>> converted;
+  std::vector<AlignedBytes> packed;
   std::vector<TensorToWrite> tensors;
   for (const std::string& name : tensor_names) {
     const TensorInfo* info = source.file().Find(name);
     if (!info) return Status::Error(source.file().path() + ": missing tensor " + name);
-    tensors.push_back(PrepareTensor(*info, dtype, converted));
+    auto tensor = PrepareTensor(*info, format, converted, packed);
+    if (!tensor.ok()) return tensor.status();
+    tensors.push_back(*tensor);
   }
   // A stale shard.json from an earlier split must not describe the new weights if we stop
   // half-way; without one the folder fails to load instead of loading wrong.
@@ -286,7 +286,8 @@ Result<std::vector<LayerRange>> ParseStages(std::string_view spec, int n_layer) 
 }
 
 Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& stages,
-                   const std::string& out_dir, std::optional<DType> dtype) {
+                   const std::string& out_dir, const ShardFormat& format) {
+  const std::optional<DType> dtype = format.dtype;
   if (dtype && *dtype != DType::kF32 && *dtype != DType::kF16 && *dtype != DType::kBF16) {
     return Status::Error(
         fmt::format("cannot convert weights to {} (only F32, F16 or BF16)", DTypeName(*dtype)));
@@ -303,11 +304,13 @@ Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& 
   DGPT_RETURN_IF_ERROR(CheckStagesCoverModel(stages, model.config().n_layer));
   const std::string& prefix = model.tensor_prefix();
 
-  nlohmann::ordered_json manifest = {{"format", kSplitManifestFormat},
-                                     {"config", model.config().ToJson()},
-                                     {"dtype", DTypeName(dtype ? *dtype : model.weight_dtype())},
-                                     {"source", model_dir},
-                                     {"stages", nlohmann::ordered_json::array()}};
+  nlohmann::ordered_json manifest = {
+      {"format", kSplitManifestFormat},
+      {"config", model.config().ToJson()},
+      {"dtype", format.q8_0 ? std::string("Q8_0")
+                            : std::string(DTypeName(dtype ? *dtype : model.weight_dtype()))},
+      {"source", model_dir},
+      {"stages", nlohmann::ordered_json::array()}};
   for (size_t k = 0; k < stages.size(); ++k) {
     const LayerRange layers = stages[k];
     std::vector<std::string> names;
@@ -322,7 +325,7 @@ Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& 
                     .has_head = false,
                     .fingerprint = "",
                     .source = model_dir};
-    auto written = WriteShardFolder(model, names, shard, out_dir + "/" + dir_name, dtype);
+    auto written = WriteShardFolder(model, names, shard, out_dir + "/" + dir_name, format);
     if (!written.ok()) return written.status();
     manifest["stages"].push_back({{"dir", dir_name},
                                   {"layers", {layers.begin, layers.end}},
@@ -339,7 +342,7 @@ Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& 
                         .has_head = true,
                         .fingerprint = "",
                         .source = model_dir};
-  auto written = WriteShardFolder(model, names, coordinator, out_dir + "/coordinator", dtype);
+  auto written = WriteShardFolder(model, names, coordinator, out_dir + "/coordinator", format);
   if (!written.ok()) return written.status();
   manifest["coordinator"] = {
       {"dir", "coordinator"}, {"bytes", written->bytes}, {"sha256", written->sha256}};

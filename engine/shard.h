@@ -34,14 +34,21 @@ Result<std::vector<LayerRange>> ParseStages(std::string_view spec, int n_layer);
 // Checks that `stages` cover [0, n_layer) in order, each non-empty, without gaps or overlaps.
 Status CheckStagesCoverModel(const std::vector<LayerRange>& stages, int n_layer);
 
-// Writes the layout above from the full checkpoint in `model_dir`. `dtype` (F32, F16 or BF16)
-// converts every weight, rounding to nearest even; nullopt keeps the source's bytes. Files are
-// written atomically; an existing OUT_DIR is written into (same-named files are replaced).
+// What the shards store. `dtype` (F32, F16 or BF16) converts every tensor, rounding to nearest
+// even; nullopt keeps the source's bytes. `q8_0` stores the weight matrices (each block's four,
+// wte, lm_head) as packed q8_0 instead (U8 [rows, cols / 32, 34], one output per row, see
+// engine/weights.h); the manifest's "dtype" is then "Q8_0".
+struct ShardFormat {
+  std::optional<DType> dtype;
+  bool q8_0 = false;
+};
+
+// Writes the layout above from the full checkpoint in `model_dir`. Files are written
+// atomically; an existing OUT_DIR is written into (same-named files are replaced).
 Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& stages,
-                   const std::string& out_dir, std::optional<DType> dtype);
+                   const std::string& out_dir, const ShardFormat& format);
 
 // Narrowing conversions, rounding to nearest even (NaN stays NaN, overflow becomes infinity).
-uint16_t FloatToHalf(float value);
 uint16_t FloatToBFloat16(float value);
 
 }  // namespace dgpt

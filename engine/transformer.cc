@@ -18,10 +18,10 @@ Workspace::Workspace(const ModelConfig& config, int max_tokens)
 void EmbedTokens(float* x, const Checkpoint& model, std::span<const TokenId> ids, int pos0) {
   const int C = model.config().n_embd;
   for (size_t t = 0; t < ids.size(); ++t) {
-    const float* token_row = model.token_embedding() + static_cast<int64_t>(ids[t]) * C;
     const float* position_row = model.position_embedding() + static_cast<int64_t>(pos0 + t) * C;
     float* out = x + t * C;
-    for (int c = 0; c < C; ++c) out[c] = token_row[c] + position_row[c];
+    WeightRowToFloat(out, model.token_embedding(), ids[t]);
+    for (int c = 0; c < C; ++c) out[c] += position_row[c];
   }
 }
 
@@ -35,18 +35,18 @@ void ForwardBlocks(float* x, int T, KvCache& cache, const Checkpoint& model, Wor
     const BlockWeights& w = model.block(layer);
     // x = x + attn(ln_1(x))
     layernorm_forward(ws.normed.data(), x, w.ln1_weight, w.ln1_bias, T, C, cfg.layer_norm_epsilon);
-    matmul_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, T, C, 3 * C, pool);
+    matmul_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, T, pool);
     attention_forward(ws.attention.data(), ws.qkv.data(), cache.keys(layer), cache.values(layer),
                       pos0, T, C, NH, pool);
     matmul_forward(ws.projected.data(), ws.attention.data(), w.attn_proj_weight, w.attn_proj_bias,
-                   T, C, C, pool);
+                   T, pool);
     residual_forward(x, ws.projected.data(), static_cast<int64_t>(T) * C);
     // x = x + mlp(ln_2(x))
     layernorm_forward(ws.normed.data(), x, w.ln2_weight, w.ln2_bias, T, C, cfg.layer_norm_epsilon);
-    matmul_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, T, C, 4 * C, pool);
+    matmul_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, T, pool);
     gelu_forward(ws.hidden.data(), static_cast<int64_t>(T) * 4 * C, cfg.activation);
     matmul_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight, w.mlp_proj_bias, T,
-                   4 * C, C, pool);
+                   pool);
     residual_forward(x, ws.projected.data(), static_cast<int64_t>(T) * C);
   }
   cache.set_length(pos0 + T);
@@ -62,8 +62,7 @@ void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkp
   for (int layer = layers.begin; layer < layers.end; ++layer) {
     const BlockWeights& w = model.block(layer);
     layernorm_forward(ws.normed.data(), x, w.ln1_weight, w.ln1_bias, B, C, cfg.layer_norm_epsilon);
-    matmul_rows_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, B, C, 3 * C,
-                        pool);
+    matmul_rows_forward(ws.qkv.data(), ws.normed.data(), w.qkv_weight, w.qkv_bias, B, pool);
     for (int b = 0; b < B; ++b) {  // each row attends over its own sequence's cache
       KvCache& cache = *caches[b];
       attention_forward(ws.attention.data() + static_cast<int64_t>(b) * C,
@@ -71,14 +70,13 @@ void ForwardBlocksBatch(float* x, std::span<KvCache* const> caches, const Checkp
                         cache.values(layer), cache.length(), 1, C, NH, pool);
     }
     matmul_rows_forward(ws.projected.data(), ws.attention.data(), w.attn_proj_weight,
-                        w.attn_proj_bias, B, C, C, pool);
+                        w.attn_proj_bias, B, pool);
     residual_forward(x, ws.projected.data(), static_cast<int64_t>(B) * C);
     layernorm_forward(ws.normed.data(), x, w.ln2_weight, w.ln2_bias, B, C, cfg.layer_norm_epsilon);
-    matmul_rows_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, B, C, 4 * C,
-                        pool);
+    matmul_rows_forward(ws.hidden.data(), ws.normed.data(), w.fc_weight, w.fc_bias, B, pool);
     gelu_forward(ws.hidden.data(), static_cast<int64_t>(B) * 4 * C, cfg.activation);
     matmul_rows_forward(ws.projected.data(), ws.hidden.data(), w.mlp_proj_weight, w.mlp_proj_bias,
-                        B, 4 * C, C, pool);
+                        B, pool);
     residual_forward(x, ws.projected.data(), static_cast<int64_t>(B) * C);
   }
   for (KvCache* cache : caches) cache->set_length(cache->length() + 1);
@@ -89,7 +87,7 @@ void ComputeLogits(float* logits, const float* x, const Checkpoint& model, float
   const ModelConfig& cfg = model.config();
   layernorm_forward(normed, x, model.final_norm_weight(), model.final_norm_bias(), 1, cfg.n_embd,
                     cfg.layer_norm_epsilon);
-  logits_forward(logits, normed, model.lm_head(), cfg.vocab_size, cfg.n_embd, pool);
+  matmul_forward(logits, normed, model.lm_head(), nullptr, 1, pool);
 }
 
 LogitsBatcher::LogitsBatcher(const Checkpoint& model, ThreadPool& pool, int max_batch)
@@ -134,7 +132,7 @@ void LogitsBatcher::RunBatch(std::vector<Request*>& batch) {
                       model_.final_norm_weight(), model_.final_norm_bias(), 1, C,
                       cfg.layer_norm_epsilon);
   }
-  logits_rows_forward(logits_.data(), normed_.data(), model_.lm_head(), B, V, C, pool_);
+  matmul_rows_forward(logits_.data(), normed_.data(), model_.lm_head(), nullptr, B, pool_);
   for (int b = 0; b < B; ++b) {
     std::copy(logits_.begin() + static_cast<size_t>(b) * V,
               logits_.begin() + static_cast<size_t>(b + 1) * V, batch[b]->logits);

@@ -567,11 +567,14 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
   const int chunk = options_.prefill_chunk;
   const int chunks = (T + chunk - 1) / chunk;
   const auto start = Clock::now();
+  Clock::duration local_time{};
   for (int c = 0; c < chunks; ++c) {
     const int first = c * chunk, rows = std::min(chunk, T - first);
     if (sequence.local && local_is_prefix_) {
+      const auto local_start = Clock::now();
       DGPT_RETURN_IF_ERROR(sequence.local->Forward(
           x + static_cast<size_t>(first) * model_.config().n_embd, rows, true));
+      local_time += Clock::now() - local_start;
     }
     const uint32_t flags =
         (c + 1 == chunks ? kFlagLastChunk : 0u) | (want_all_rows ? kFlagAllRows : 0u);
@@ -579,7 +582,7 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
       return Fail(sequence.epoch, s);
     }
   }
-  StepTimings step{.rows = T, .total_seconds = 0, .stages = {}};
+  StepTimings step{.rows = T, .total_seconds = 0, .stages = {}, .local_seconds = 0};
   if (Status s = AwaitResults(sequence, x, T, pos0, want_all_rows ? chunks : 1, &step.stages);
       !s.ok()) {
     // An ERROR about this sequence alone (e.g. cache_full) leaves the links up.
@@ -593,9 +596,14 @@ Status Pipeline::Impl::Forward(SequenceState& sequence, float* x, int T, bool al
     }
     return links_ok && sequence_error ? s : Fail(sequence.epoch, s);
   }
-  step.total_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  step.total_seconds = std::chrono::duration<double>(Clock::now() - start - local_time).count();
+  if (local_suffix) {
+    const auto local_start = Clock::now();
+    DGPT_RETURN_IF_ERROR(sequence.local->Forward(x, T, all_rows));
+    local_time += Clock::now() - local_start;
+  }
+  step.local_seconds = std::chrono::duration<double>(local_time).count();
   if (options_.observe_step) options_.observe_step(step);
-  if (local_suffix) DGPT_RETURN_IF_ERROR(sequence.local->Forward(x, T, all_rows));
   sequence.position += T;
   return Status::Ok();
 }

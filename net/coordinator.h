@@ -22,11 +22,13 @@ namespace dgpt::net {
 
 // One step of one sequence through the workers, for metrics and benchmarks: the time from the
 // first FORWARD sent to the last RESULT received, and what each stage reported for the chunk
-// that ended the step (queue wait, compute). The rest of total_seconds is on the wire.
+// that ended the step (queue wait, compute). The rest of total_seconds is on the wire. Time in
+// this process's --local-layers is counted apart, in local_seconds.
 struct StepTimings {
   int rows = 0;
   double total_seconds = 0;
   std::vector<StageTiming> stages;
+  double local_seconds = 0;  // computing --local-layers in this process
 };
 
 struct PipelineOptions {

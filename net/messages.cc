@@ -172,6 +172,9 @@ void EncodeFields(const StatsReply& m, std::vector<uint8_t>* out) {
   PutU64(out, m.compute_ns);
   PutU32(out, m.layer_begin);
   PutU32(out, m.layer_end);
+  PutU64(out, m.weight_bytes);
+  PutU32(out, m.weight_format);
+  PutU64(out, m.resident_bytes);
 }
 void EncodeFields(const ErrorMsg& m, std::vector<uint8_t>* out) {
   PutU16(out, static_cast<uint16_t>(m.code));
@@ -355,7 +358,9 @@ bool DecodeFields(PayloadReader& in, StatsReply* m) {
          in.U32("max_sequences", &m->max_sequences) &&
          in.U64("kv_cache_bytes", &m->kv_cache_bytes) && in.U64("forwards", &m->forwards) &&
          in.U64("tokens", &m->tokens) && in.U64("compute_ns", &m->compute_ns) &&
-         in.U32("layer_begin", &m->layer_begin) && in.U32("layer_end", &m->layer_end);
+         in.U32("layer_begin", &m->layer_begin) && in.U32("layer_end", &m->layer_end) &&
+         in.U64("weight_bytes", &m->weight_bytes) && in.U32("weight_format", &m->weight_format) &&
+         in.U64("resident_bytes", &m->resident_bytes);
 }
 bool DecodeFields(PayloadReader& in, ErrorMsg* m) {
   uint16_t code;

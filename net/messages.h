@@ -140,6 +140,9 @@ struct StatsReply {
   uint64_t compute_ns = 0;
   uint32_t layer_begin = 0;
   uint32_t layer_end = 0;
+  uint64_t weight_bytes = 0;    // the loaded blocks' matrices: read once per decode step
+  uint32_t weight_format = 0;   // WeightFormat of those matrices (0 f32, 1 f16, 2 q8_0)
+  uint64_t resident_bytes = 0;  // the worker process's resident memory (RSS)
 };
 struct ErrorMsg {
   ErrorCode code = ErrorCode::kInternal;

@@ -12,6 +12,7 @@
 #include "engine/fingerprint.h"
 #include "engine/kv_cache.h"
 #include "engine/ops.h"
+#include "engine/resident_memory.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
 #include "net/log.h"
@@ -314,8 +315,11 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
       std::lock_guard lock(mutex_);
       loaded_.reset();  // release the old mapping before mapping another range
     }
-    auto loaded = Checkpoint::Load(
-        options_.model_dir, LoadOptions{.layers = layers, .embeddings = false, .head = false});
+    auto loaded =
+        Checkpoint::Load(options_.model_dir, LoadOptions{.layers = layers,
+                                                         .embeddings = false,
+                                                         .head = false,
+                                                         .weight_format = options_.weight_format});
     if (!loaded.ok()) return refuse(ErrorCode::kInternal, loaded.status().message());
     model = std::move(loaded).value();
   }
@@ -404,6 +408,11 @@ Message Worker::Impl::HandleStats() {
     stats.layer_begin = assignment_->layers.begin;
     stats.layer_end = assignment_->layers.end;
   }
+  if (loaded_) {
+    stats.weight_bytes = static_cast<uint64_t>(loaded_->block_matrix_bytes());
+    stats.weight_format = static_cast<uint32_t>(loaded_->weight_format());
+  }
+  stats.resident_bytes = ResidentMemoryBytes();
   Message reply;
   reply.payload = stats;
   return reply;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/kernels/kernels.h"
 #include "engine/status.h"
 #include "net/auth.h"
 #include "net/connection.h"
@@ -23,6 +24,7 @@ struct WorkerOptions {
   std::string name;                       // for logs and HELLO; default: the listen address
   int threads = 0;                        // 0 = all cores
   int max_sequences = 16;                 // KV caches held at once
+  std::optional<WeightFormat> weight_format = std::nullopt;  // compute format; unset = as stored
   std::optional<AuthKey> auth_key;
   Duration idle_timeout = std::chrono::seconds(300);  // frees sequences nobody touched
   Duration io_timeout = std::chrono::seconds(30);     // for writes to the next hop

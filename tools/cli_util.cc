@@ -61,4 +61,30 @@ void WarnIfRandomModel(const std::string& model_dir) {
   }
 }
 
+void AddWeightFormatOptions(CLI::App* command, WeightFormatArgs* args, bool with_head) {
+  command->add_option("--dtype", args->dtype,
+                      "Weight format to compute in: f32, f16 or q8_0 (blocks of 32 int8 with one "
+                      "scale); default: as the checkpoint stores them");
+  if (with_head) {
+    command->add_option("--head-dtype", args->head_dtype,
+                        "Format of the LM head (and of wte when tied): f32, f16 or q8_0; "
+                        "default: as --dtype");
+  }
+}
+
+Status ApplyWeightFormats(const WeightFormatArgs& args, LoadOptions* load) {
+  auto parse = [](const std::string& flag, const std::string& name,
+                  std::optional<WeightFormat>* out) -> Status {
+    if (name.empty()) return Status::Ok();
+    WeightFormat format;
+    if (!ParseWeightFormat(name, &format)) {
+      return Status::Error(flag + " \"" + name + "\" is not one of f32, f16, q8_0");
+    }
+    *out = format;
+    return Status::Ok();
+  };
+  DGPT_RETURN_IF_ERROR(parse("--dtype", args.dtype, &load->weight_format));
+  return parse("--head-dtype", args.head_dtype, &load->head_format);
+}
+
 }  // namespace dgpt::cli

@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
+#include "engine/checkpoint.h"
 #include "engine/status.h"
 #include "tokenizer/tokenizer.h"
 
@@ -20,5 +23,14 @@ std::string HumanBytes(uint64_t bytes);
 
 // Prints a one-line note when DIR holds a random-weight model made by weights/make_random_model.py.
 void WarnIfRandomModel(const std::string& model_dir);
+
+// --dtype (and --head-dtype): the formats to compute in, whatever the checkpoint stores.
+struct WeightFormatArgs {
+  std::string dtype;       // "" = as stored
+  std::string head_dtype;  // "" = as --dtype
+};
+void AddWeightFormatOptions(CLI::App* command, WeightFormatArgs* args, bool with_head);
+// Sets load->weight_format / head_format; an unknown name is a one-line error.
+Status ApplyWeightFormats(const WeightFormatArgs& args, LoadOptions* load);
 
 }  // namespace dgpt::cli

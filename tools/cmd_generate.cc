@@ -25,6 +25,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model_dir;
+  WeightFormatArgs formats;
   std::optional<std::string> prompt;
   std::string prompt_ids;
   bool lines = false;
@@ -72,6 +73,7 @@ Status SetUp(Session& s) {
   // The coordinator maps the embeddings, the head and its own layers; the workers' layers are
   // only hashed (for the fingerprints), never computed here.
   LoadOptions load;
+  DGPT_RETURN_IF_ERROR(ApplyWeightFormats(args.formats, &load));
   if (args.pipeline.used()) load.layers = local_layers->value_or(LayerRange{0, 0});
   auto model = Checkpoint::Load(args.model_dir, load);
   if (!model.ok()) return model.status();
@@ -93,7 +95,9 @@ Status SetUp(Session& s) {
     return Status::Ok();
   }
 
-  auto pipeline = MakePipelineOptions(args.pipeline, args.model_dir, args.prefill_chunk, s.threads,
+  PipelineArgs pipeline_args = args.pipeline;
+  pipeline_args.worker_dtype = args.formats.dtype;
+  auto pipeline = MakePipelineOptions(pipeline_args, args.model_dir, args.prefill_chunk, s.threads,
                                       /*worker_sequences=*/16, &s.local_workers);
   if (!pipeline.ok()) return pipeline.status();
   auto connected = net::Pipeline::Connect(*s.model, *s.pool, *pipeline);
@@ -267,6 +271,7 @@ void AddGenerateCommand(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per forward chunk")
       ->capture_default_str();
 
+  AddWeightFormatOptions(cmd, &args->formats, /*with_head=*/true);
   AddPipelineOptions(cmd, &args->pipeline);
   cmd->callback([args, runner] { *runner = [args] { return RunGenerate(*args); }; });
 }

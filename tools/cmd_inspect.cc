@@ -15,10 +15,18 @@ struct PartSize {
   uint64_t parameters = 0;
   uint64_t bytes = 0;
   void Add(const TensorInfo& info) {
-    parameters += static_cast<uint64_t>(info.num_elements());
+    // A packed q8_0 matrix is U8 [rows, cols / 32, 34]: rows * cols weights.
+    parameters += IsPackedQ8Tensor(info)
+                      ? static_cast<uint64_t>(info.shape[0] * info.shape[1] * kQ8BlockSize)
+                      : static_cast<uint64_t>(info.num_elements());
     bytes += info.num_bytes();
   }
 };
+
+// "F32", "F16", "BF16", or "Q8_0" for packed q8_0 weights.
+std::string WeightDTypeName(const Checkpoint& model) {
+  return model.weight_dtype() == DType::kU8 ? "Q8_0" : std::string(DTypeName(model.weight_dtype()));
+}
 
 int RunInspect(const std::string& dir, bool json) {
   // Validates the whole checkpoint against its config but maps no layer.
@@ -60,7 +68,7 @@ int RunInspect(const std::string& dir, bool json) {
                           {"config", cfg.ToJson()},
                           {"parameters", total.parameters},
                           {"bytes", total.bytes},
-                          {"dtype", DTypeName(model.value()->weight_dtype())},
+                          {"dtype", WeightDTypeName(*model.value())},
                           {"embedding_bytes", embeddings.bytes},
                           {"head_bytes", head.bytes},
                           {"lm_head_tied", tied},
@@ -83,7 +91,7 @@ int RunInspect(const std::string& dir, bool json) {
       cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size, cfg.layer_norm_epsilon,
       cfg.activation == Activation::kGeluTanh ? "gelu_new" : "gelu");
   fmt::print("parameters:   {} ({:.1f} M)\n", total.parameters, total.parameters / 1e6);
-  fmt::print("dtype:        {}\n", DTypeName(model.value()->weight_dtype()));
+  fmt::print("dtype:        {}\n", WeightDTypeName(*model.value()));
   if (shard) {
     fmt::print("shard:        layers {}:{}{}{}, fingerprint {}\n", held.begin, held.end,
                shard->has_embeddings ? ", embeddings" : "", shard->has_head ? ", head" : "",

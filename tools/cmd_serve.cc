@@ -123,6 +123,7 @@ void AddServeCommand(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--prefill-chunk", args->engine.prefill_chunk, "Prompt tokens per forward chunk")
       ->capture_default_str();
 
+  AddWeightFormatOptions(cmd, &args->engine.formats, /*with_head=*/true);
   AddPipelineOptions(cmd, &args->engine.pipeline);
   cmd->callback([args, runner] { *runner = [args] { return RunServe(*args); }; });
 }

@@ -22,12 +22,13 @@ struct SplitArgs {
 };
 
 // "keep" -> nullopt (the source's bytes as they are).
-Result<std::optional<DType>> ParseTargetDType(const std::string& name) {
-  if (name == "keep") return std::optional<DType>();
-  if (name == "f32") return std::optional<DType>(DType::kF32);
-  if (name == "f16") return std::optional<DType>(DType::kF16);
-  if (name == "bf16") return std::optional<DType>(DType::kBF16);
-  return Status::Error("--dtype \"" + name + "\" is not one of keep, f32, f16, bf16");
+Result<ShardFormat> ParseTargetFormat(const std::string& name) {
+  if (name == "keep") return ShardFormat{};
+  if (name == "f32") return ShardFormat{DType::kF32};
+  if (name == "f16") return ShardFormat{DType::kF16};
+  if (name == "bf16") return ShardFormat{DType::kBF16};
+  if (name == "q8_0") return ShardFormat{.dtype = std::nullopt, .q8_0 = true};
+  return Status::Error("--dtype \"" + name + "\" is not one of keep, f32, f16, bf16, q8_0");
 }
 
 // The summary table, from the manifest just written (so it shows exactly what is on disk).
@@ -51,13 +52,13 @@ void PrintSummary(const std::string& out_dir) {
 
 int RunSplit(const SplitArgs& args) {
   auto fail = [](const std::string& message) { return ReportError("split", message); };
-  auto dtype = ParseTargetDType(args.dtype);
-  if (!dtype.ok()) return fail(dtype.status().message());
+  auto format = ParseTargetFormat(args.dtype);
+  if (!format.ok()) return fail(format.status().message());
   auto config = ModelConfig::Load(args.model_dir + "/config.json");
   if (!config.ok()) return fail(config.status().message());
   auto stages = ParseStages(args.stages, config->n_layer);
   if (!stages.ok()) return fail(stages.status().message());
-  Status written = WriteShards(args.model_dir, *stages, args.out_dir, *dtype);
+  Status written = WriteShards(args.model_dir, *stages, args.out_dir, *format);
   if (!written.ok()) return fail(written.message());
   PrintSummary(args.out_dir);
   return 0;
@@ -78,7 +79,7 @@ void AddSplitCommand(CLI::App& app, CommandRunner* runner) {
       ->required();
   cmd->add_option("--dtype", args->dtype,
                   "Weight dtype of the shards: keep (default), f32, f16 or bf16 (rounded to "
-                  "nearest even)");
+                  "nearest even), or q8_0 (weight matrices in blocks of 32 int8 with one scale)");
   cmd->callback([=] { *runner = [=] { return RunSplit(*args); }; });
 }
 

@@ -18,6 +18,7 @@ struct WorkerArgs {
   std::string auth_key_file;
   int idle_timeout_s = 300;
   int announce_fd = -1;
+  WeightFormatArgs formats;
 };
 
 int RunWorker(WorkerArgs& args) {
@@ -35,6 +36,11 @@ int RunWorker(WorkerArgs& args) {
     args.options.auth_key = *key;
   }
   args.options.idle_timeout = std::chrono::seconds(args.idle_timeout_s);
+  LoadOptions load;
+  if (Status status = ApplyWeightFormats(args.formats, &load); !status.ok()) {
+    return ReportError("worker", status.message());
+  }
+  args.options.weight_format = load.weight_format;
   auto worker = net::Worker::Start(args.options);
   if (!worker.ok()) return ReportError("worker", worker.status().message());
   if (args.announce_fd >= 0) {  // tells a parent process (--local-workers) our port
@@ -71,6 +77,7 @@ void AddWorkerCommand(CLI::App& app, CommandRunner* runner) {
                   "Seconds after which an untouched sequence is freed")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 24));
+  AddWeightFormatOptions(cmd, &args->formats, /*with_head=*/false);
   cmd->add_option("--name", args->options.name, "Name in logs (default: the listen address)");
   cmd->add_option("--announce-fd", args->announce_fd, "Write the bound port to this fd")
       ->group("");  // internal: used by --local-workers

@@ -10,8 +10,10 @@ namespace dgpt::cli {
 using CommandRunner = std::function<int()>;
 
 // Each adds a subcommand to `app` and sets *runner when that subcommand is selected.
+void AddBenchCommand(CLI::App& app, CommandRunner* runner);
 void AddGenerateCommand(CLI::App& app, CommandRunner* runner);
 void AddInspectCommand(CLI::App& app, CommandRunner* runner);
+void AddPerplexityCommand(CLI::App& app, CommandRunner* runner);
 void AddServeCommand(CLI::App& app, CommandRunner* runner);
 void AddSplitCommand(CLI::App& app, CommandRunner* runner);
 void AddTokenizeCommand(CLI::App& app, CommandRunner* runner);

@@ -8,8 +8,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "dgpt 0.1.0");
   dgpt::cli::CommandRunner runner;
+  dgpt::cli::AddBenchCommand(app, &runner);
   dgpt::cli::AddGenerateCommand(app, &runner);
   dgpt::cli::AddInspectCommand(app, &runner);
+  dgpt::cli::AddPerplexityCommand(app, &runner);
   dgpt::cli::AddServeCommand(app, &runner);
   dgpt::cli::AddSplitCommand(app, &runner);
   dgpt::cli::AddTokenizeCommand(app, &runner);

@@ -85,6 +85,8 @@ Result<net::PipelineOptions> MakePipelineOptions(const PipelineArgs& args,
     if (!args.auth_key_file.empty()) {
       worker_args.insert(worker_args.end(), {"--auth-key-file", args.auth_key_file});
     }
+    if (!args.worker_dtype.empty())
+      worker_args.insert(worker_args.end(), {"--dtype", args.worker_dtype});
     const char* tmp = std::getenv("TMPDIR");
     auto workers = LocalWorkers::Spawn(args.local_workers, worker_args, tmp ? tmp : "/tmp");
     if (!workers.ok()) return workers.status();

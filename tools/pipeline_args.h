@@ -24,6 +24,8 @@ struct PipelineArgs {
   std::string auth_key_file;
   std::string return_listen;
   double timeout_s = 60;
+  // Not a flag of its own: the command's --dtype, passed on to --local-workers.
+  std::string worker_dtype;
 
   bool used() const { return !workers.empty() || local_workers > 0; }
 };

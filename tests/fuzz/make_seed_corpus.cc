@@ -44,7 +44,7 @@ std::vector<Message> Seeds() {
       Message{0, 7, Ping{123456789}},
       Message{0, 7, Pong{123456789}},
       Message{0, 8, Stats{}},
-      Message{0, 8, StatsReply{1, 4, 1 << 20, 10, 100, 5000000, 6, 12}},
+      Message{0, 8, StatsReply{1, 4, 1 << 20, 10, 100, 5000000, 6, 12, 1 << 24, 0, 1 << 25}},
       Message{0, 9, ErrorMsg{ErrorCode::kCacheFull, "4 sequences in use"}},
   };
 }

@@ -137,8 +137,11 @@ def same_bytes(path_a, path_b):
         return a.read() == b.read()
 
 
-def compare_with_single_process(ctx, model, addresses, label, extra=()):
-    """Greedy and seeded runs through the workers equal the single-process runs exactly."""
+def compare_with_single_process(ctx, model, addresses, label, extra=(), both=(), single_model=None):
+    """Greedy and seeded runs through the workers equal the single-process runs exactly.
+
+    extra: flags for the pipeline run only; both: for both runs; single_model: the model folder
+    of the single-process run when it differs (a coordinator shard's full checkpoint)."""
     ids = prompt_ids(37)  # longer than one prefill chunk of 8
     runs = [("greedy", ["--temperature", "0"]),
             ("seeded", ["--temperature", "1.0", "--top-k", "0", "--top-p", "1", "--seed", "5"])]
@@ -147,8 +150,8 @@ def compare_with_single_process(ctx, model, addresses, label, extra=()):
                   *sampling]
         single_logits = os.path.join(ctx.work, f"{label}-{kind}-single.f32")
         piped_logits = os.path.join(ctx.work, f"{label}-{kind}-pipeline.f32")
-        single = ctx.generate(model, *common, logits=single_logits)
-        piped = ctx.generate(model, *common, "--workers", ",".join(addresses), *extra,
+        single = ctx.generate(single_model or model, *common, *both, logits=single_logits)
+        piped = ctx.generate(model, *common, *both, "--workers", ",".join(addresses), *extra,
                              logits=piped_logits)
         check(single["generated_ids"] == piped["generated_ids"],
               f"{label} {kind}: pipeline tokens {piped['generated_ids']} != single-process "
@@ -483,6 +486,36 @@ def shards_from_split(ctx):
     err = proc.stderr.decode()
     check("shard" in err and "stage" in err, f"an even split does not fit these shards: {err!r}")
     print("ok:", err.strip())
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@case
+def weight_formats(ctx):
+    """f16 and q8_0 weights: workers computing in them (--dtype) and q8_0 shards from
+    `dgpt split --dtype q8_0` give exactly the single-process --dtype output."""
+    model = ctx.model("pipe-a")
+    for fmt in ("f16", "q8_0"):
+        workers = [ctx.worker(model, extra=("--dtype", fmt)) for _ in range(2)]
+        compare_with_single_process(ctx, model, [w.address for w in workers], f"--dtype {fmt}",
+                                    both=("--dtype", fmt))
+        for w in workers:
+            w.stop()
+    out = os.path.join(ctx.work, f"pipe-a-q8-{os.getpid()}")
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.run("split", "--model", model, "--stages", "0:2,2:4", "--out", out, "--dtype", "q8_0")
+    with open(os.path.join(out, "manifest.json")) as f:
+        check(json.load(f)["dtype"] == "Q8_0", "the manifest says Q8_0")
+    workers = [ctx.worker(os.path.join(out, f"stage-{k}")) for k in range(2)]
+    compare_with_single_process(ctx, os.path.join(out, "coordinator"),
+                                [w.address for w in workers], "q8_0 shards",
+                                single_model=model, both=("--dtype", "q8_0"))
+    # A worker started on f32 weights is a different model from the q8_0 shard's stage.
+    f32_worker = ctx.worker(model)
+    proc = ctx.generate(os.path.join(out, "coordinator"), "--prompt-ids", "1,2", "--workers",
+                        f"{f32_worker.address},{workers[1].address}", expect=1)
+    check(b"wrong_model" in proc.stderr or b"different" in proc.stderr,
+          f"an f32 worker is refused for a q8_0 stage: {proc.stderr!r}")
+    print("ok: an f32 worker is refused where the manifest expects q8_0 weights")
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -19,11 +19,13 @@ int main(int argc, char** argv) {
   CLI::App app{"Dump the engine's logits for reference checks"};
   std::string model_dir, ids_text, mode = "prefill", out_path;
   int threads = 1;
+  std::string dtype;  // compute format (engine/kernels/kernels.h); "" = as stored
   app.add_option("--model", model_dir)->required();
   app.add_option("--ids", ids_text)->required();
   app.add_option("--mode", mode);
   app.add_option("--out", out_path)->required();
   app.add_option("--threads", threads);
+  app.add_option("--dtype", dtype);
   CLI11_PARSE(app, argc, argv);
 
   std::vector<TokenId> ids;
@@ -40,7 +42,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto model = Checkpoint::Load(model_dir);
+  LoadOptions load;
+  if (!dtype.empty()) {
+    WeightFormat format;
+    if (!ParseWeightFormat(dtype, &format)) {
+      fmt::print(stderr, "dump_logits: unknown --dtype {}\n", dtype);
+      return 2;
+    }
+    load.weight_format = format;
+  }
+  auto model = Checkpoint::Load(model_dir, load);
   if (!model.ok()) {
     fmt::print(stderr, "dump_logits: {}\n", model.status().message());
     return 1;

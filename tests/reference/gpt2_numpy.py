@@ -106,6 +106,49 @@ def load(model_dir):
     }
 
 
+def quantize_q8_0_rows(m):
+    """Each row of m [R, K] (K % 32 == 0) through q8_0 and back, as float64: per block of 32,
+    scale = f16(min(max|x| / 127, 65504)) (float32 arithmetic), d = float(scale),
+    q = clip(round_half_even(x / d), -127, 127) (float32 division), value = d * q.
+    Written from the format's definition in engine/kernels/kernels.h, not from its code."""
+    x = m.astype(np.float32).reshape(m.shape[0], -1, 32)      # [R, K/32, 32]
+    amax = np.max(np.abs(x), axis=2, keepdims=True)
+    scale = np.minimum(amax / np.float32(127), np.float32(65504)).astype(np.float16)
+    d = scale.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d == 0, np.float32(0), np.clip(np.rint(x / d), -127, 127))
+    return (d.astype(np.float64) * q.astype(np.float64)).reshape(m.shape)
+
+
+def with_weight_format(model, fmt):
+    """The model as the engine computes it with --dtype fmt: the weight matrices (each block's
+    four, lm_head, and wte when the head is tied to it: embeddings then read that one copy)
+    rounded to f16 or through q8_0. Conv1D weights [in, out] are quantized along `in` (the
+    engine stores them one output per row); with q8_0 the inputs of every linear layer are
+    quantized too (linear_input)."""
+    if fmt in (None, "f32"):
+        return model
+    if fmt == "f16":
+        convert = lambda m: m.astype(np.float16).astype(np.float64)  # noqa: E731
+        conv1d = convert
+    elif fmt == "q8_0":
+        convert = quantize_q8_0_rows
+        conv1d = lambda m: quantize_q8_0_rows(m.T).T  # noqa: E731
+    else:
+        raise ValueError(f"unknown weight format {fmt}")
+    out = dict(model)
+    out["q8_inputs"] = fmt == "q8_0"
+    out["layers"] = [dict(layer) for layer in model["layers"]]
+    for layer in out["layers"]:
+        for key in ("attn_w", "proj_w", "fc_w", "fc_proj_w"):
+            layer[key] = conv1d(layer[key])
+    if model["lm_head"] is model["wte"]:
+        out["wte"] = out["lm_head"] = convert(model["wte"])
+    else:  # embeddings keep the stored wte; only the head is converted
+        out["lm_head"] = convert(model["lm_head"])
+    return out
+
+
 # ----------------------------------------------------------------------------
 # the ops
 
@@ -151,9 +194,15 @@ def attention(q, k, v, q_pos0):
     return softmax(scores) @ v                                # [H, Tq, D]
 
 
-def mlp(x, layer):
-    h = gelu_new(x @ layer["fc_w"] + layer["fc_b"])           # [T, 4C]
-    return h @ layer["fc_proj_w"] + layer["fc_proj_b"]        # [T, C]
+def linear_input(model, x):
+    """What a linear layer multiplies: x itself, or with q8_0 weights x rounded through q8_0
+    row by row (the engine quantizes its float32 activations before every q8_0 product)."""
+    return quantize_q8_0_rows(x) if model.get("q8_inputs") else x
+
+
+def mlp(model, x, layer):
+    h = gelu_new(linear_input(model, x) @ layer["fc_w"] + layer["fc_b"])   # [T, 4C]
+    return linear_input(model, h) @ layer["fc_proj_w"] + layer["fc_proj_b"]  # [T, C]
 
 
 def embed(model, ids, pos0):
@@ -169,7 +218,8 @@ def embed(model, ids, pos0):
 
 def lm_logits(model, x):
     """Final LayerNorm and the LM head: x [T, C] -> logits [T, V]."""
-    return layernorm(x, model["ln_f_w"], model["ln_f_b"], model["eps"]) @ model["lm_head"].T
+    normed = layernorm(x, model["ln_f_w"], model["ln_f_b"], model["eps"])
+    return linear_input(model, normed) @ model["lm_head"].T
 
 
 # ----------------------------------------------------------------------------
@@ -180,11 +230,11 @@ def forward(model, ids):
     x = embed(model, ids, 0)                                  # [T, C]
     for layer in model["layers"]:
         a = layernorm(x, layer["ln_1_w"], layer["ln_1_b"], model["eps"])
-        qkv = a @ layer["attn_w"] + layer["attn_b"]           # [T, 3C]
+        qkv = linear_input(model, a) @ layer["attn_w"] + layer["attn_b"]  # [T, 3C]
         q, k, v = (split_heads(m, model["n_head"]) for m in np.split(qkv, 3, axis=-1))
         y = merge_heads(attention(q, k, v, 0))                # [T, C]
-        x = x + y @ layer["proj_w"] + layer["proj_b"]
-        x = x + mlp(layernorm(x, layer["ln_2_w"], layer["ln_2_b"], model["eps"]), layer)
+        x = x + linear_input(model, y) @ layer["proj_w"] + layer["proj_b"]
+        x = x + mlp(model, layernorm(x, layer["ln_2_w"], layer["ln_2_b"], model["eps"]), layer)
     return lm_logits(model, x)
 
 
@@ -203,13 +253,13 @@ def forward_cached(model, ids, cache, pos0):
         if kv["k"].shape[1] != pos0:
             raise ValueError(f"cache holds {kv['k'].shape[1]} positions, pos0 is {pos0}")
         a = layernorm(x, layer["ln_1_w"], layer["ln_1_b"], model["eps"])
-        qkv = a @ layer["attn_w"] + layer["attn_b"]           # [T, 3C]
+        qkv = linear_input(model, a) @ layer["attn_w"] + layer["attn_b"]  # [T, 3C]
         q, k, v = (split_heads(m, model["n_head"]) for m in np.split(qkv, 3, axis=-1))
         kv["k"] = np.concatenate([kv["k"], k], axis=1)        # [H, pos0 + T, D]
         kv["v"] = np.concatenate([kv["v"], v], axis=1)
         y = merge_heads(attention(q, kv["k"], kv["v"], pos0))  # [T, C]
-        x = x + y @ layer["proj_w"] + layer["proj_b"]
-        x = x + mlp(layernorm(x, layer["ln_2_w"], layer["ln_2_b"], model["eps"]), layer)
+        x = x + linear_input(model, y) @ layer["proj_w"] + layer["proj_b"]
+        x = x + mlp(model, layernorm(x, layer["ln_2_w"], layer["ln_2_b"], model["eps"]), layer)
     return lm_logits(model, x)
 
 

@@ -15,6 +15,7 @@
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
 #include "tests/unit/gpt2_test_shapes.h"
+#include "tests/unit/weight_test_util.h"
 
 using namespace dgpt;
 namespace fs = std::filesystem;
@@ -105,8 +106,9 @@ TEST_CASE("a complete checkpoint loads, with the head tied to wte", "[checkpoint
     const Checkpoint& m = *model.value();
     REQUIRE(m.config().n_layer == 2);
     REQUIRE(m.layers() == LayerRange{0, 2});
-    REQUIRE(m.lm_head() == m.token_embedding());
-    REQUIRE(m.block(1).mlp_proj_weight[3] == 1.5f);
+    REQUIRE(m.lm_head().data == m.token_embedding().data);
+    // Conv1D stores [in, out]: flat index 3 is input 0 of output 3, packed as row 3, column 0.
+    REQUIRE(WeightAt(m.block(1).mlp_proj_weight, 3, 0) == 1.5f);
   }
 }
 
@@ -115,7 +117,7 @@ TEST_CASE("an explicit lm_head.weight is used instead of wte", "[checkpoint]") {
   tiny.shapes["lm_head.weight"] = {tiny.vocab_size, tiny.n_embd};
   auto model = Checkpoint::Load(tiny.Write("lm_head"));
   REQUIRE(model.ok());
-  REQUIRE(model.value()->lm_head() != model.value()->token_embedding());
+  REQUIRE(model.value()->lm_head().data != model.value()->token_embedding().data);
 }
 
 TEST_CASE("attention mask buffers are ignored", "[checkpoint]") {
@@ -131,8 +133,9 @@ TEST_CASE("F16 and BF16 checkpoints are widened exactly", "[checkpoint]") {
     auto model = Checkpoint::Load(tiny.Write(std::string(DTypeName(dtype))));
     REQUIRE(model.ok());
     REQUIRE(model.value()->weight_dtype() == dtype);
-    const float* w = model.value()->block(0).fc_weight;
-    for (int i = 0; i < 4 * 8 * 8; ++i) REQUIRE(w[i] == 0.5f * (i % 64));
+    const WeightMatrix& w = model.value()->block(0).fc_weight;  // stored [C = 8, 4C = 32]
+    REQUIRE(w.format == (dtype == DType::kF16 ? WeightFormat::kF16 : WeightFormat::kF32));
+    for (int i = 0; i < 4 * 8 * 8; ++i) REQUIRE(WeightAt(w, i % 32, i / 32) == 0.5f * (i % 64));
   }
 }
 
@@ -155,8 +158,8 @@ TEST_CASE("a partial load maps only what it is asked for", "[checkpoint]") {
                                 LoadOptions{.layers = {1, 2}, .embeddings = false, .head = false});
   REQUIRE(model.ok());
   REQUIRE(model.value()->layers() == LayerRange{1, 2});
-  REQUIRE(model.value()->token_embedding() == nullptr);
-  REQUIRE(model.value()->lm_head() == nullptr);
+  REQUIRE_FALSE(model.value()->token_embedding());
+  REQUIRE_FALSE(model.value()->lm_head());
   REQUIRE(model.value()->block(1).ln1_weight != nullptr);
   REQUIRE_THAT(LoadError(tiny.Write("partial_bad"), LoadOptions{.layers = {1, 3}}),
                Catch::Contains("layer range 1:3 is outside the model's 2 layers"));

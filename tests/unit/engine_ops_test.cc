@@ -78,41 +78,86 @@ TEST_CASE("softmax sums to one and survives large logits", "[ops]") {
   RequireClose(x, {1 / (1 + e), e / (1 + e), 0.0, 0.0}, 1e-6);
 }
 
-TEST_CASE("matmul: sgemm (T > 1) and gemv (T == 1) match the naive product", "[ops]") {
-  const int IN = 67, OUT = 45;
+// A Conv1D weight w[IN, OUT] (as checkpoints store it) packed for the kernels in `format`.
+struct PackedWeight {
+  AlignedBytes storage;
+  WeightMatrix matrix;
+};
+PackedWeight Pack(const std::vector<float>& w, int IN, int OUT, WeightFormat format) {
+  PackedWeight packed;
+  auto matrix = PackMatrix({reinterpret_cast<const std::byte*>(w.data()), DType::kF32, OUT, IN,
+                            /*transposed=*/true},
+                           format, &packed.storage);
+  REQUIRE(matrix.ok());
+  packed.matrix = *matrix;
+  return packed;
+}
+
+constexpr WeightFormat kFormats[] = {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kQ8_0};
+
+TEST_CASE("matmul: sgemm (T >= 8), batched and gemv (T == 1) paths match the naive product",
+          "[ops]") {
+  const int IN = 96, OUT = 45;
   auto w = RandomVector(IN * OUT, 5), bias = RandomVector(OUT, 6);
-  for (int threads : {1, 2, 3}) {
-    ThreadPool pool(threads);
-    for (int T : {1, 2, 7}) {
-      auto in = RandomVector(T * IN, 7 + T);
-      std::vector<float> out(T * OUT);
-      matmul_forward(out.data(), in.data(), w.data(), bias.data(), T, IN, OUT, pool);
-      std::vector<double> expected(T * OUT);
-      for (int t = 0; t < T; ++t) {
-        for (int o = 0; o < OUT; ++o) {
-          double sum = bias[o];
-          for (int i = 0; i < IN; ++i) sum += double(in[t * IN + i]) * w[i * OUT + o];
-          expected[t * OUT + o] = sum;
+  for (WeightFormat format : kFormats) {
+    PackedWeight packed = Pack(w, IN, OUT, format);
+    // The reference multiplies by the weights as stored (widened back), in double.
+    std::vector<float> stored(OUT * IN);
+    for (int o = 0; o < OUT; ++o) WeightRowToFloat(&stored[o * IN], packed.matrix, o);
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      for (int T : {1, 2, 7, 8, 19}) {
+        auto in = RandomVector(T * IN, 7 + T);
+        std::vector<float> out(T * OUT);
+        matmul_forward(out.data(), in.data(), packed.matrix, bias.data(), T, pool);
+        // With q8_0 weights every path multiplies the input rounded through q8_0.
+        std::vector<float> multiplied = in;
+        if (format == WeightFormat::kQ8_0) {
+          std::vector<BlockQ8_0> blocks(T * IN / kQ8BlockSize);
+          ActiveKernels().quantize_q8_0(blocks.data(), in.data(), T * IN);
+          ActiveKernels().to_f32_q8_0(multiplied.data(), blocks.data(), IN, 0, T);
         }
+        std::vector<double> expected(T * OUT);
+        for (int t = 0; t < T; ++t) {
+          for (int o = 0; o < OUT; ++o) {
+            double sum = bias[o];
+            for (int i = 0; i < IN; ++i) sum += double(multiplied[t * IN + i]) * stored[o * IN + i];
+            expected[t * OUT + o] = sum;
+          }
+        }
+        INFO("format " << WeightFormatName(format) << ", threads " << threads << ", T " << T);
+        RequireClose(out, expected, 1e-4);
       }
-      INFO("threads " << threads << ", T " << T);
-      RequireClose(out, expected, 1e-4);
     }
   }
 }
 
 TEST_CASE("decode gemv gives bit-identical results for any thread count", "[ops]") {
-  const int IN = 300, OUT = 1000;
+  const int IN = 320, OUT = 1000;
   auto w = RandomVector(IN * OUT, 8), in = RandomVector(IN, 9), bias = RandomVector(OUT, 10);
-  std::vector<float> reference(OUT);
-  ThreadPool one(1);
-  matmul_forward(reference.data(), in.data(), w.data(), bias.data(), 1, IN, OUT, one);
-  for (int threads : {2, 3, 4}) {
-    ThreadPool pool(threads);
-    std::vector<float> out(OUT);
-    matmul_forward(out.data(), in.data(), w.data(), bias.data(), 1, IN, OUT, pool);
-    REQUIRE(out == reference);
+  for (WeightFormat format : kFormats) {
+    PackedWeight packed = Pack(w, IN, OUT, format);
+    std::vector<float> reference(OUT);
+    ThreadPool one(1);
+    matmul_forward(reference.data(), in.data(), packed.matrix, bias.data(), 1, one);
+    for (int threads : {2, 3, 4}) {
+      ThreadPool pool(threads);
+      std::vector<float> out(OUT);
+      matmul_forward(out.data(), in.data(), packed.matrix, bias.data(), 1, pool);
+      INFO("format " << WeightFormatName(format) << ", threads " << threads);
+      REQUIRE(out == reference);
+    }
   }
+}
+
+TEST_CASE("q8_0 packing refuses rows that are not whole blocks", "[ops]") {
+  std::vector<float> w(40 * 3);
+  AlignedBytes storage;
+  auto matrix = PackMatrix({reinterpret_cast<const std::byte*>(w.data()), DType::kF32, 3, 40,
+                            /*transposed=*/false},
+                           WeightFormat::kQ8_0, &storage);
+  REQUIRE_FALSE(matrix.ok());
+  REQUIRE_THAT(matrix.status().message(), Catch::Contains("multiple of 32"));
 }
 
 TEST_CASE("causal attention with a KV cache matches naive attention", "[ops]") {
@@ -160,19 +205,6 @@ TEST_CASE("causal attention with a KV cache matches naive attention", "[ops]") {
   }
 }
 
-TEST_CASE("logits are dot products with every vocabulary row", "[ops]") {
-  const int V = 1031, C = 40;
-  auto head = RandomVector(V * C, 12), x = RandomVector(C, 13);
-  ThreadPool pool(2);
-  std::vector<float> logits(V);
-  logits_forward(logits.data(), x.data(), head.data(), V, C, pool);
-  std::vector<double> expected(V);
-  for (int v = 0; v < V; ++v) {
-    for (int c = 0; c < C; ++c) expected[v] += double(x[c]) * head[v * C + c];
-  }
-  RequireClose(logits, expected, 1e-5);
-}
-
 TEST_CASE("thread pool runs every task exactly once, many times over", "[threads]") {
   ThreadPool pool(3);
   for (int round = 0; round < 200; ++round) {
@@ -190,16 +222,20 @@ TEST_CASE("thread pool runs every task exactly once, many times over", "[threads
 }
 
 TEST_CASE("batched decode rows are bit-identical to one row at a time", "[ops]") {
-  const int IN = 70, OUT = 90, B = 5;
+  const int IN = 96, OUT = 90, B = 5;
   auto w = RandomVector(IN * OUT, 14), bias = RandomVector(OUT, 15), in = RandomVector(B * IN, 16);
-  for (int threads : {1, 2, 3}) {
-    ThreadPool pool(threads);
-    std::vector<float> batched(B * OUT);
-    matmul_rows_forward(batched.data(), in.data(), w.data(), bias.data(), B, IN, OUT, pool);
-    for (int b = 0; b < B; ++b) {
-      std::vector<float> single(OUT);
-      matmul_forward(single.data(), in.data() + b * IN, w.data(), bias.data(), 1, IN, OUT, pool);
-      REQUIRE(std::equal(single.begin(), single.end(), batched.begin() + b * OUT));
+  for (WeightFormat format : kFormats) {
+    PackedWeight packed = Pack(w, IN, OUT, format);
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      std::vector<float> batched(B * OUT);
+      matmul_rows_forward(batched.data(), in.data(), packed.matrix, bias.data(), B, pool);
+      for (int b = 0; b < B; ++b) {
+        std::vector<float> single(OUT);
+        matmul_forward(single.data(), in.data() + b * IN, packed.matrix, bias.data(), 1, pool);
+        INFO("format " << WeightFormatName(format) << ", threads " << threads << ", row " << b);
+        REQUIRE(std::equal(single.begin(), single.end(), batched.begin() + b * OUT));
+      }
     }
   }
 }

@@ -158,7 +158,8 @@ Assign SampleAssign() {
 }
 StatsReply SampleStatsReply() {
   return StatsReply{
-      3, 64, 0x1122334455667788ull, 1ull << 40, 123456789012ull, 0xfedcba9876543210ull, 12, 24};
+      3,  64, 0x1122334455667788ull, 1ull << 40, 123456789012ull,      0xfedcba9876543210ull,
+      12, 24, 0x0102030405060708ull, 2,          0x8877665544332211ull};
 }
 
 // One message of every type, with field values that would expose swapped or truncated fields.
@@ -319,6 +320,9 @@ TEST_CASE("STATS_REPLY round trips", "[net][messages]") {
   CHECK(got.compute_ns == 0xfedcba9876543210ull);
   CHECK(got.layer_begin == 12);
   CHECK(got.layer_end == 24);
+  CHECK(got.weight_bytes == 0x0102030405060708ull);
+  CHECK(got.weight_format == 2);
+  CHECK(got.resident_bytes == 0x8877665544332211ull);
 }
 
 TEST_CASE("ERROR round trips every code", "[net][messages]") {
@@ -740,8 +744,8 @@ TEST_CASE("TruncatedTensorHeader", "[net][messages]") {
 TEST_CASE("ShortFixedFields", "[net][messages]") {
   CHECK(DecodeError(RawFrame(MessageType::kAuth, Bytes(31, 0))) ==
         "AUTH: truncated at mac: needs 32 bytes but 31 remain");
-  CHECK(DecodeError(RawFrame(MessageType::kStatsReply, Bytes(47, 0))) ==
-        "STATS_REPLY: truncated at layer_end: needs 4 bytes but 3 remain");
+  CHECK(DecodeError(RawFrame(MessageType::kStatsReply, Bytes(67, 0))) ==
+        "STATS_REPLY: truncated at resident_bytes: needs 8 bytes but 7 remain");
   CHECK(DecodeError(RawFrame(MessageType::kHello, {})) ==
         "HELLO: truncated at min_version: needs 2 bytes but 0 remain");
 }

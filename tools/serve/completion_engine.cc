@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "engine/ops.h"
+#include "engine/resident_memory.h"
 #include "net/coordinator.h"
 #include "tools/local_workers.h"
 
@@ -81,6 +82,7 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   // As in dgpt generate: with workers, this process maps the embeddings, the head and its own
   // layers; the workers' layers are only hashed for the fingerprints.
   LoadOptions load;
+  DGPT_RETURN_IF_ERROR(cli::ApplyWeightFormats(options.formats, &load));
   if (uses_pipeline) load.layers = local_layers->value_or(LayerRange{0, 0});
   auto model = Checkpoint::Load(options.model_dir, load);
   if (!model.ok()) return model.status();
@@ -97,8 +99,10 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   if (!uses_pipeline) return engine;
 
   // Each worker must hold a KV cache for every sequence the server runs at once.
+  cli::PipelineArgs pipeline_args = options.pipeline;
+  pipeline_args.worker_dtype = options.formats.dtype;
   auto pipeline =
-      cli::MakePipelineOptions(options.pipeline, options.model_dir, options.prefill_chunk, threads,
+      cli::MakePipelineOptions(pipeline_args, options.model_dir, options.prefill_chunk, threads,
                                std::max(options.max_sequences, 16), &engine->local_workers_);
   if (!pipeline.ok()) return pipeline.status();
   pipeline->name = "serve";
@@ -165,6 +169,8 @@ StageStatus CompletionEngine::LocalStage() const {
   stage.forwards = local_forwards_.load();
   stage.tokens = local_tokens_.load();
   stage.compute_seconds = local_compute_ns_.load() / 1e9;
+  stage.weight_bytes = static_cast<uint64_t>(model_->block_matrix_bytes());
+  stage.resident_bytes = ResidentMemoryBytes();
   return stage;
 }
 
@@ -208,6 +214,8 @@ std::vector<StageStatus> CompletionEngine::CollectStats() {
       stage.forwards = reply.forwards;
       stage.tokens = reply.tokens;
       stage.compute_seconds = reply.compute_ns / 1e9;
+      stage.weight_bytes = reply.weight_bytes;
+      stage.resident_bytes = reply.resident_bytes;
     }
     stages.push_back(std::move(stage));
   }

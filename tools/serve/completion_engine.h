@@ -16,6 +16,7 @@
 #include "engine/thread_pool.h"
 #include "net/coordinator.h"
 #include "tokenizer/tokenizer.h"
+#include "tools/cli_util.h"
 #include "tools/pipeline_args.h"
 #include "tools/serve/stage_status.h"
 
@@ -35,6 +36,7 @@ struct EngineOptions {
   int max_sequences = 16;
   // As in dgpt generate; neither workers nor local workers: all layers in this process.
   cli::PipelineArgs pipeline;
+  cli::WeightFormatArgs formats;
 };
 
 class CompletionEngine {

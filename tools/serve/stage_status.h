@@ -22,6 +22,8 @@ struct StageStatus {
   uint64_t forwards = 0;
   uint64_t tokens = 0;
   double compute_seconds = 0;
+  uint64_t weight_bytes = 0;    // the stage's block matrices
+  uint64_t resident_bytes = 0;  // the stage process's RSS
 };
 
 }  // namespace dgpt::serve
