@@ -288,23 +288,19 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     *target = *mapped;
     return Status::Ok();
   };
+  // Every matrix is packed into one arena (engine/weights.h): decode streams them from there.
+  std::vector<PackJob> jobs;
   const int64_t C = cfg.n_embd, V = cfg.vocab_size;
+  checkpoint->blocks_.resize(static_cast<size_t>(layers.size()));
   for (int i = layers.begin; i < layers.end; ++i) {
-    BlockWeights block{};
+    BlockWeights& block = checkpoint->blocks_[i - layers.begin];
     const std::string name = fmt::format("{}h.{}.", prefix, i);
-    auto pack_into = [&](WeightMatrix* target, const char* tensor, int64_t rows,
-                         int64_t cols) -> Status {
-      // Conv1D stores [in, out]: rows (outputs) are its columns.
-      auto packed =
-          checkpoint->Pack(name + tensor, rows, cols, /*transposed=*/true, options.weight_format);
-      if (!packed.ok()) return packed.status();
-      *target = *packed;
-      return Status::Ok();
-    };
-    DGPT_RETURN_IF_ERROR(pack_into(&block.qkv_weight, "attn.c_attn.weight", 3 * C, C));
-    DGPT_RETURN_IF_ERROR(pack_into(&block.attn_proj_weight, "attn.c_proj.weight", C, C));
-    DGPT_RETURN_IF_ERROR(pack_into(&block.fc_weight, "mlp.c_fc.weight", 4 * C, C));
-    DGPT_RETURN_IF_ERROR(pack_into(&block.mlp_proj_weight, "mlp.c_proj.weight", C, 4 * C));
+    // Conv1D stores [in, out]: rows (outputs) are its columns.
+    const std::optional<WeightFormat> format = options.weight_format;
+    jobs.push_back({&block.qkv_weight, name + "attn.c_attn.weight", 3 * C, C, true, format});
+    jobs.push_back({&block.attn_proj_weight, name + "attn.c_proj.weight", C, C, true, format});
+    jobs.push_back({&block.fc_weight, name + "mlp.c_fc.weight", 4 * C, C, true, format});
+    jobs.push_back({&block.mlp_proj_weight, name + "mlp.c_proj.weight", C, 4 * C, true, format});
     const std::pair<const float**, const char*> vectors[] = {
         {&block.ln1_weight, "ln_1.weight"},    {&block.ln1_bias, "ln_1.bias"},
         {&block.qkv_bias, "attn.c_attn.bias"}, {&block.attn_proj_bias, "attn.c_proj.bias"},
@@ -313,31 +309,27 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Load(const std::string& dir,
     for (const auto& [target, tensor] : vectors) {
       DGPT_RETURN_IF_ERROR(map_into(target, name + tensor));
     }
-    checkpoint->blocks_.push_back(block);
   }
   // The head's format applies to wte too when the head is tied to it: one copy serves both.
   const std::optional<WeightFormat> head_format =
       options.head_format ? options.head_format : options.weight_format;
   const bool tied_head = options.head && !has_lm_head;
   if (options.embeddings || tied_head) {
-    auto wte = checkpoint->Pack(prefix + "wte.weight", V, C, /*transposed=*/false,
-                                tied_head ? head_format : std::nullopt);
-    if (!wte.ok()) return wte.status();
-    checkpoint->wte_ = *wte;
+    jobs.push_back({&checkpoint->wte_, prefix + "wte.weight", V, C, false,
+                    tied_head ? head_format : std::nullopt});
   }
+  if (options.head && has_lm_head) {
+    jobs.push_back({&checkpoint->lm_head_, "lm_head.weight", V, C, false, head_format});
+  }
+  DGPT_RETURN_IF_ERROR(checkpoint->PackAll(jobs));
   if (options.embeddings) {
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->wpe_, prefix + "wpe.weight"));
   }
   if (options.head) {
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->ln_f_weight_, prefix + "ln_f.weight"));
     DGPT_RETURN_IF_ERROR(map_into(&checkpoint->ln_f_bias_, prefix + "ln_f.bias"));
-    if (has_lm_head) {
-      auto head = checkpoint->Pack("lm_head.weight", V, C, /*transposed=*/false, head_format);
-      if (!head.ok()) return head.status();
-      checkpoint->lm_head_ = *head;
-    } else {
-      checkpoint->lm_head_ = checkpoint->wte_;  // GPT-2 ties the head to the token embedding
-    }
+    // GPT-2 ties the head to the token embedding.
+    if (!has_lm_head) checkpoint->lm_head_ = checkpoint->wte_;
   }
   if (!checkpoint->blocks_.empty()) {
     checkpoint->weight_format_ = checkpoint->blocks_.front().qkv_weight.format;
@@ -358,27 +350,48 @@ int64_t Checkpoint::block_matrix_bytes() const {
   return bytes;
 }
 
-Result<WeightMatrix> Checkpoint::Pack(const std::string& name, int64_t rows, int64_t cols,
-                                      bool transposed, std::optional<WeightFormat> format) {
-  const TensorInfo* info = file_->Find(name);
-  if (!info) return Status::Error(file_->path() + ": missing tensor " + name);
-  const bool packed_q8 = IsPackedQ8Tensor(*info);
-  const WeightFormat stored = packed_q8                    ? WeightFormat::kQ8_0
-                              : info->dtype == DType::kF16 ? WeightFormat::kF16
-                                                           : WeightFormat::kF32;
-  const MatrixSource source{info->data, info->dtype, rows, cols, transposed && !packed_q8};
-  AlignedBytes storage;
-  auto matrix = PackMatrix(source, format.value_or(stored), &storage);
-  if (!matrix.ok()) {
-    return Status::Error(
-        fmt::format("{}: tensor {}: {}", file_->path(), name, matrix.status().message()));
+Status Checkpoint::PackAll(const std::vector<PackJob>& jobs) {
+  struct Planned {
+    const TensorInfo* info;
+    MatrixSource source;
+    WeightFormat format;
+    int64_t offset;
+  };
+  std::vector<Planned> plan;
+  int64_t arena_bytes = 0;
+  for (const PackJob& job : jobs) {
+    const TensorInfo* info = file_->Find(job.name);
+    if (!info) return Status::Error(file_->path() + ": missing tensor " + job.name);
+    const bool packed_q8 = IsPackedQ8Tensor(*info);
+    const WeightFormat stored = packed_q8                    ? WeightFormat::kQ8_0
+                                : info->dtype == DType::kF16 ? WeightFormat::kF16
+                                                             : WeightFormat::kF32;
+    const WeightFormat format = job.format.value_or(stored);
+    plan.push_back({info,
+                    {info->data, info->dtype, job.rows, job.cols, job.transposed && !packed_q8},
+                    format,
+                    arena_bytes});
+    arena_bytes += (PackedMatrixBytes(format, job.rows, job.cols) + 63) / 64 * 64;
   }
-  if (storage) {
+  if (arena_bytes == 0) return Status::Ok();
+  arena_ = AllocateWeightArena(static_cast<size_t>(arena_bytes));
+  arena_bytes_ = arena_bytes;
+  if (!arena_) {
+    return Status::Error(fmt::format("{}: cannot allocate {} MiB for the weights", file_->path(),
+                                     arena_bytes >> 20));
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Planned& p = plan[i];
+    auto matrix = PackMatrixInto(p.source, p.format, arena_.get() + p.offset);
+    if (!matrix.ok()) {
+      return Status::Error(
+          fmt::format("{}: tensor {}: {}", file_->path(), jobs[i].name, matrix.status().message()));
+    }
+    *jobs[i].target = *matrix;
     // Copied out: the mapped pages are no longer needed, so they stop counting as resident.
-    DropMappedPages(info->data, static_cast<size_t>(info->num_bytes()));
-    packed_.push_back(std::move(storage));
+    DropMappedPages(p.info->data, static_cast<size_t>(p.info->num_bytes()));
   }
-  return *matrix;
+  return Status::Ok();
 }
 
 Result<const float*> Checkpoint::Map(const std::string& name) {

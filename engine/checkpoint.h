@@ -1,8 +1,8 @@
-// GPT-2 weights as the engine computes with them. The checkpoint is memory-mapped; the four
-// matrices of each block are packed at load into the kernels' layout (one output per row) in
-// the chosen weight format (f32, f16 or q8_0), and the copied-out pages of the mapping are
-// released. wte / lm_head are used in place when their format is kept. LayerNorm parameters,
-// biases and wpe are float views (F16/BF16 ones widened into owned buffers).
+// GPT-2 weights as the engine computes with them. The checkpoint is memory-mapped; its weight
+// matrices (each block's four, wte, lm_head) are packed at load into one arena in the kernels'
+// layout (one output per row) and the chosen format (f32, f16 or q8_0), and the copied-out pages
+// of the mapping are released. LayerNorm parameters, biases and wpe are float views into the
+// mapping (F16/BF16 ones widened into owned buffers).
 // Shape letters: C = n_embd, V = vocab_size, P = n_positions. Conv1D weights are stored
 // [in, out] row-major, exactly as GPT2LMHeadModel saves them.
 #pragma once
@@ -132,6 +132,8 @@ class Checkpoint {
   WeightFormat weight_format() const { return weight_format_; }
   // Bytes of the loaded blocks' four matrices: what one decode step reads per layer range.
   int64_t block_matrix_bytes() const;
+  // Bytes of every packed matrix held (blocks, wte, lm_head).
+  int64_t matrix_bytes() const { return arena_bytes_; }
   const std::string& dir() const { return dir_; }
   // "transformer." or "": what the file's tensor names (other than lm_head.weight) start with.
   const std::string& tensor_prefix() const { return prefix_; }
@@ -139,9 +141,18 @@ class Checkpoint {
  private:
   Checkpoint() = default;
   Result<const float*> Map(const std::string& name);
-  // Packs a [rows, cols] matrix (`transposed`: stored [cols, rows]) into `format`.
-  Result<WeightMatrix> Pack(const std::string& name, int64_t rows, int64_t cols, bool transposed,
-                            std::optional<WeightFormat> format);
+  // A matrix to pack: tensor `name` seen as [rows, cols] (`transposed`: stored [cols, rows]),
+  // into `format` (unset: as stored).
+  struct PackJob {
+    WeightMatrix* target;
+    std::string name;
+    int64_t rows;
+    int64_t cols;
+    bool transposed;
+    std::optional<WeightFormat> format;
+  };
+  // Packs them all into one arena (so a huge-page mapping wastes at most one page).
+  Status PackAll(const std::vector<PackJob>& jobs);
 
   std::string dir_;
   ModelConfig config_;
@@ -152,7 +163,8 @@ class Checkpoint {
   std::string prefix_;  // "transformer." or ""
   std::vector<BlockWeights> blocks_;
   std::vector<std::unique_ptr<float[]>> widened_;  // owned F32 copies of F16/BF16 tensors
-  std::vector<AlignedBytes> packed_;               // owned packed matrices
+  AlignedBytes arena_;                             // every packed matrix
+  int64_t arena_bytes_ = 0;
   WeightFormat weight_format_ = WeightFormat::kF32;
   WeightMatrix wte_;
   const float* wpe_ = nullptr;

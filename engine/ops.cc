@@ -155,11 +155,11 @@ void gelu_forward(float* x, int64_t N, Activation activation) {
     for (int64_t i = 0; i < N; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
     return;
   }
+  // Eigen's vectorized tanh (a rational approximation within a few ulp): a 128-token prefill
+  // of GPT-2 (124M) evaluates 4.7 M of them, which libm's scalar tanhf makes a visible share.
   const float kSqrt2OverPi = 0.7978845608028654f;
-  for (int64_t i = 0; i < N; ++i) {
-    const float v = x[i];
-    x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
-  }
+  Eigen::Map<Eigen::ArrayXf> v(x, N);
+  v = 0.5f * v * (1.0f + (kSqrt2OverPi * (v + 0.044715f * v.cube())).tanh());
 }
 
 void residual_forward(float* x, const float* y, int64_t N) {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +20,19 @@ void AlignedFree::operator()(std::byte* p) const {
 AlignedBytes AllocateAligned(size_t bytes) {
   const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   return AlignedBytes(static_cast<std::byte*>(std::aligned_alloc(64, rounded)));
+}
+
+AlignedBytes AllocateWeightArena(size_t bytes) {
+  constexpr size_t kHugePage = size_t{2} << 20;
+  if (bytes < kHugePage) return AllocateAligned(bytes);
+  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  void* arena = std::aligned_alloc(kHugePage, rounded);
+  if (arena) madvise(arena, rounded, MADV_HUGEPAGE);  // a hint: fine if refused
+  return AlignedBytes(static_cast<std::byte*>(arena));
+}
+
+int64_t PackedMatrixBytes(WeightFormat format, int64_t rows, int64_t cols) {
+  return rows * WeightRowBytes(format, cols);
 }
 
 bool IsPackedQ8Tensor(const TensorInfo& info) {
@@ -79,6 +94,14 @@ void WeightRowToFloat(float* out, const WeightMatrix& w, int64_t r) {
 
 Result<WeightMatrix> PackMatrix(const MatrixSource& source, WeightFormat format,
                                 AlignedBytes* storage) {
+  *storage =
+      AllocateAligned(static_cast<size_t>(PackedMatrixBytes(format, source.rows, source.cols)));
+  if (!*storage) return Status::Error("out of memory packing a weight matrix");
+  return PackMatrixInto(source, format, storage->get());
+}
+
+Result<WeightMatrix> PackMatrixInto(const MatrixSource& source, WeightFormat format,
+                                    std::byte* out) {
   const bool source_q8 = source.dtype == DType::kU8;
   if (format == WeightFormat::kQ8_0 && source.cols % kQ8BlockSize != 0) {
     return Status::Error(fmt::format("q8_0 needs rows whose length is a multiple of {}, got {}",
@@ -88,21 +111,11 @@ Result<WeightMatrix> PackMatrix(const MatrixSource& source, WeightFormat format,
       source.dtype != DType::kBF16) {
     return Status::Error(fmt::format("cannot use {} weights", DTypeName(source.dtype)));
   }
-  WeightMatrix matrix{format, source.rows, source.cols, nullptr};
-  const auto address = reinterpret_cast<uintptr_t>(source.data);
-  const bool in_place =
-      !source.transposed && ((source_q8 && format == WeightFormat::kQ8_0) ||
-                             (source.dtype == DType::kF32 && format == WeightFormat::kF32 &&
-                              address % alignof(float) == 0) ||
-                             (source.dtype == DType::kF16 && format == WeightFormat::kF16 &&
-                              address % alignof(uint16_t) == 0));
-  if (in_place) {
-    matrix.data = source.data;
+  WeightMatrix matrix{format, source.rows, source.cols, out};
+  if (source_q8 && format == WeightFormat::kQ8_0) {  // already packed: copy as it is
+    std::memcpy(out, source.data, static_cast<size_t>(matrix.bytes()));
     return matrix;
   }
-  *storage = AllocateAligned(static_cast<size_t>(matrix.bytes()));
-  matrix.data = storage->get();
-  std::byte* out = storage->get();
 
   // Gather a tile of output rows as floats (for a transposed source this reads short
   // contiguous runs of each stored row instead of one strided column per output), then encode.

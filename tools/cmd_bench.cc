@@ -18,9 +18,11 @@
 #include "engine/checkpoint.h"
 #include "engine/generator.h"
 #include "engine/ops.h"
+#include "engine/resident_memory.h"
 #include "net/coordinator.h"
 #include "tools/bench/membw.h"
 #include "tools/bench/report.h"
+#include "tools/bench/sgemm_peak.h"
 #include "tools/bench/workload.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -76,19 +78,37 @@ Result<bench::BandwidthInfo> MeasureBandwidth(const BenchArgs& args, std::set<in
   return info;
 }
 
+// The sgemm shapes --membw also measures: a 128-token prefill through a GPT-2 (124M) MLP
+// matrix, and a large square product (BLAS's best case).
+constexpr int kSgemmShapes[][3] = {{128, 3072, 768}, {1024, 1024, 1024}};
+
 int RunMembw(const BenchArgs& args) {
   auto info = MeasureBandwidth(args, {1, ThreadCount(args)});
   if (!info.ok()) return ReportError("bench", info.status().message());
+  std::vector<std::pair<int, double>> sgemm;  // (shape index, GFLOP/s) at ThreadCount threads
+  for (int i = 0; i < 2; ++i) {
+    sgemm.emplace_back(i, bench::MeasureSgemmGflops(kSgemmShapes[i][0], kSgemmShapes[i][1],
+                                                    kSgemmShapes[i][2], ThreadCount(args)));
+  }
   if (args.json) {
     nlohmann::json measured = nlohmann::json::array();
     for (const auto& [threads, gbs] : info->by_threads) {
       measured.push_back({{"threads", threads}, {"gbs", gbs}});
     }
+    nlohmann::json peaks = nlohmann::json::array();
+    for (const auto& [i, gflops] : sgemm) {
+      peaks.push_back({{"m", kSgemmShapes[i][0]},
+                       {"n", kSgemmShapes[i][1]},
+                       {"k", kSgemmShapes[i][2]},
+                       {"threads", ThreadCount(args)},
+                       {"gflops", gflops}});
+    }
     std::cout << nlohmann::json{{"buffer_bytes", info->buffer_bytes},
                                 {"runs", info->runs},
                                 {"min_seconds", info->min_seconds},
                                 {"last_level_cache_bytes", bench::LastLevelCacheBytes()},
-                                {"measured", measured}}
+                                {"measured", measured},
+                                {"sgemm", peaks}}
                      .dump()
               << std::endl;
     return 0;
@@ -100,6 +120,11 @@ int RunMembw(const BenchArgs& args) {
       static_cast<long long>(bench::LastLevelCacheBytes() >> 20), info->runs, info->min_seconds);
   for (const auto& [threads, gbs] : info->by_threads) {
     std::printf("  %2d thread%s %6.1f GB/s\n", threads, threads == 1 ? ": " : "s:", gbs);
+  }
+  for (const auto& [i, gflops] : sgemm) {
+    std::printf("sgemm %dx%dx%d (M x N x K), %d thread%s: %.1f GFLOP/s\n", kSgemmShapes[i][0],
+                kSgemmShapes[i][1], kSgemmShapes[i][2], ThreadCount(args),
+                ThreadCount(args) == 1 ? "" : "s", gflops);
   }
   return 0;
 }
@@ -129,6 +154,7 @@ struct Session {
   std::unique_ptr<net::Pipeline> pipeline;  // declared after: disconnects before workers stop
   std::unique_ptr<LogitsBatcher> batcher;
   bench::WorkloadSetup setup;
+  uint64_t resident_after_prefill = 0;  // this process's RSS with every sequence live
 };
 
 Status SetUp(const BenchArgs& args, Session& s) {
@@ -223,6 +249,8 @@ std::vector<bench::StageSpec> DescribeStages(const BenchArgs& args, const Sessio
     spec.layers = *local;
     spec.format = s.block_format;
     spec.local_is_prefix = local->begin == 0;
+    spec.resident_bytes = s.resident_after_prefill;
+    spec.matrix_bytes = static_cast<uint64_t>(s.model->matrix_bytes());
     stages.push_back(spec);
   }
   if (!s.pipeline) return stages;
@@ -250,6 +278,10 @@ std::vector<bench::StageSpec> DescribeStages(const BenchArgs& args, const Sessio
       spec.bandwidth_source =
           "this machine's bandwidth (not the worker's: pass --membw-gbs measured there)";
     }
+    const net::StatsReply& live = snapshots[1][i];  // after prefill: every sequence's KV held
+    spec.resident_bytes = live.resident_bytes;
+    spec.matrix_bytes = live.weight_bytes;
+    spec.kv_cache_bytes = live.kv_cache_bytes;
     spec.prefill = Delta(snapshots[0], snapshots[1], i);
     spec.decode = Delta(snapshots[1], snapshots[2], i);
     stages.push_back(spec);
@@ -288,14 +320,15 @@ Status Bench(const BenchArgs& args) {
   if (auto warm = bench::RunWorkload(s.setup, warmup, &ignored); !warm.ok()) return warm.status();
 
   std::vector<StatsSnapshot> snapshots;  // workers' counters at each phase boundary
-  if (s.pipeline) {
-    s.setup.at_phase = [&](bench::Phase) -> Status {
+  s.setup.at_phase = [&](bench::Phase phase) -> Status {
+    if (phase == bench::Phase::kBeforeDecode) s.resident_after_prefill = ResidentMemoryBytes();
+    if (s.pipeline) {
       auto stats = s.pipeline->CollectStats();
       if (!stats.ok()) return stats.status();
       snapshots.push_back(std::move(stats).value());
-      return Status::Ok();
-    };
-  }
+    }
+    return Status::Ok();
+  };
   bench::ReportInput input;
   auto traces = bench::RunWorkload(s.setup, args.workload, &input.decode_start);
   if (!traces.ok()) return traces.status();

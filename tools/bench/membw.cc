@@ -102,14 +102,14 @@ int64_t DefaultBandwidthBufferBytes() {
 
 Result<std::unique_ptr<BandwidthMeter>> BandwidthMeter::Create(int64_t buffer_bytes) {
   const size_t words = static_cast<size_t>(std::max<int64_t>(buffer_bytes, 4096)) / 64 * 8;
-  std::unique_ptr<uint64_t[]> data(new (std::nothrow) uint64_t[words]);
+  AlignedBytes data = AllocateWeightArena(words * sizeof(uint64_t));
   if (!data) {
     return Status::Error(
         fmt::format("cannot allocate {} MiB for the bandwidth buffer", buffer_bytes >> 20));
   }
   // Touch every page (from every thread, so each slice's pages are local to its reader).
   const int threads = DefaultThreadCount();
-  uint64_t* raw = data.get();
+  uint64_t* raw = reinterpret_cast<uint64_t*>(data.get());
   RunTogether(threads, [&](int t) {
     const auto [begin, end] = Slice(words, threads, t);
     for (size_t i = begin; i < end; ++i) raw[i] = i * 0x9e3779b97f4a7c15ull;
@@ -125,7 +125,7 @@ double BandwidthMeter::Measure(int threads, int runs, double min_seconds) {
   for (int run = 0; run < kMaxRuns && (run < runs || elapsed < min_seconds); ++run) {
     const double seconds = RunTogether(threads, [&](int t) {
       const auto [begin, end] = Slice(words_, threads, t);
-      sink.fetch_add(SumWords(data_.get() + begin, end - begin), std::memory_order_relaxed);
+      sink.fetch_add(SumWords(words() + begin, end - begin), std::memory_order_relaxed);
     });
     elapsed += seconds;
     best = std::max(best, static_cast<double>(buffer_bytes()) / seconds / 1e9);

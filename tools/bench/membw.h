@@ -1,12 +1,14 @@
 // `dgpt bench --membw`: this machine's memory bandwidth for streaming reads — the ceiling of a
 // memory-bound decode step. Several threads each sum their own slice of a buffer much larger
-// than the last-level cache; the best of several runs is the figure.
+// than the last-level cache (allocated like the engine's weights); the best of several runs is
+// the figure.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
 #include "engine/status.h"
+#include "engine/weights.h"
 
 namespace dgpt::bench {
 
@@ -28,9 +30,12 @@ class BandwidthMeter {
   int64_t buffer_bytes() const { return static_cast<int64_t>(words_ * sizeof(uint64_t)); }
 
  private:
-  BandwidthMeter(std::unique_ptr<uint64_t[]> data, size_t words)
-      : data_(std::move(data)), words_(words) {}
-  std::unique_ptr<uint64_t[]> data_;
+  BandwidthMeter(AlignedBytes data, size_t words) : data_(std::move(data)), words_(words) {}
+  uint64_t* words() const { return reinterpret_cast<uint64_t*>(data_.get()); }
+
+  // Allocated as the engine allocates its weights (huge pages where the kernel allows), so the
+  // roofline compares like with like.
+  AlignedBytes data_;
   size_t words_;
 };
 

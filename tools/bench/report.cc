@@ -275,6 +275,13 @@ Result<BenchReport> Analyze(ReportInput in) {
   return report;
 }
 
+// 2 FLOPs per weight of the blocks' four matrices (12 C^2 per layer) per prompt token: what
+// prefill's sgemm calls compute (attention and the LM head's last row are left out).
+double PrefillFlopsPerToken(const ReportInput& in) {
+  const double C = in.config.n_embd;
+  return 2.0 * 12.0 * C * C * in.config.n_layer;
+}
+
 nlohmann::json ReportJson(const BenchReport& report) {
   using nlohmann::json;
   const ReportInput& in = report.input;
@@ -306,6 +313,11 @@ nlohmann::json ReportJson(const BenchReport& report) {
                                  ? json(f.roofline->roofline_percent)
                                  : json(nullptr)},
     };
+    if (f.spec.resident_bytes > 0) {
+      stage["resident_bytes"] = f.spec.resident_bytes;
+      stage["matrix_bytes"] = f.spec.matrix_bytes;
+      stage["kv_cache_bytes"] = f.spec.kv_cache_bytes;
+    }
     if (f.spec.kind == StageKind::kCoordinator) {
       stage["embed_ms"] = f.embed_ms;
       stage["lm_head_ms"] = f.lm_head_ms;
@@ -359,6 +371,7 @@ nlohmann::json ReportJson(const BenchReport& report) {
        {{"ttft_ms", e.ttft_ms},
         {"ttft_max_ms", e.ttft_max_ms},
         {"prefill_tokens_per_second", e.prefill_tokens_per_second},
+        {"prefill_gflops", e.prefill_tokens_per_second * PrefillFlopsPerToken(in) / 1e9},
         {"decode_tokens_per_second", e.decode_tokens_per_second},
         {"prompt_tokens", e.prompt_tokens},
         {"generated_tokens", e.generated_tokens},
@@ -438,6 +451,17 @@ std::string ReportText(const BenchReport& report) {
         report.hops->total_ms, report.hops->count, report.hops->per_hop_ms);
   }
   for (const StageFigures& f : report.stages) {
+    if (f.spec.resident_bytes == 0) continue;
+    const double held = static_cast<double>(f.spec.matrix_bytes + f.spec.kv_cache_bytes);
+    out += fmt::format(
+        "{}: resident {:.1f} MiB = weight matrices {:.1f} MiB + KV cache {:.1f} MiB + {:.1f} MiB "
+        "other ({:+.1f}%)\n",
+        f.spec.name, f.spec.resident_bytes / 1048576.0, f.spec.matrix_bytes / 1048576.0,
+        f.spec.kv_cache_bytes / 1048576.0,
+        (static_cast<double>(f.spec.resident_bytes) - held) / 1048576.0,
+        held > 0 ? 100.0 * (static_cast<double>(f.spec.resident_bytes) - held) / held : 0.0);
+  }
+  for (const StageFigures& f : report.stages) {
     if (!f.spec.bandwidth_source.empty() && f.spec.bandwidth_source != "measured here") {
       out += fmt::format("{}: roofline against {}\n", f.spec.name, f.spec.bandwidth_source);
     }
@@ -452,11 +476,13 @@ std::string ReportText(const BenchReport& report) {
   out += fmt::format("\ntime to first token: {:.1f} ms", e.ttft_ms);
   if (w.concurrency > 1) out += fmt::format(" (mean; slowest {:.1f} ms)", e.ttft_max_ms);
   out += fmt::format(
-      "\nprefill: {:.1f} tokens/s\ndecode: {:.1f} tokens/s ({} tokens: {} steps x {} sequence{})\n"
+      "\nprefill: {:.1f} tokens/s ({:.1f} GFLOP/s in the blocks' matrix products)\n"
+      "decode: {:.1f} tokens/s ({} tokens: {} steps x {} sequence{})\n"
       "per-token latency: p50 {:.2f} ms, p95 {:.2f} ms, p99 {:.2f} ms (mean {:.2f} ms)\n",
-      e.prefill_tokens_per_second, e.decode_tokens_per_second, e.decode_tokens,
-      w.generated_tokens - 1, w.concurrency, w.concurrency == 1 ? "" : "s", e.latency_p50_ms,
-      e.latency_p95_ms, e.latency_p99_ms, e.latency_mean_ms);
+      e.prefill_tokens_per_second, e.prefill_tokens_per_second * PrefillFlopsPerToken(in) / 1e9,
+      e.decode_tokens_per_second, e.decode_tokens, w.generated_tokens - 1, w.concurrency,
+      w.concurrency == 1 ? "" : "s", e.latency_p50_ms, e.latency_p95_ms, e.latency_p99_ms,
+      e.latency_mean_ms);
   return out;
 }
 

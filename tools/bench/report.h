@@ -41,6 +41,11 @@ struct StageSpec {
   std::string bandwidth_source;              // "measured here", "--membw-gbs", ...
   bool local_is_prefix = true;               // kLocal with workers: before them, or after
   StageCounters prefill, decode;             // kWorker only
+  // Memory while the sequences are live (after prefill), from the worker's STATS or, for
+  // kLocal, this process; 0 = unknown. kLocal's process also holds the coordinator's parts.
+  uint64_t resident_bytes = 0;
+  uint64_t matrix_bytes = 0;    // packed weight matrices the process holds
+  uint64_t kv_cache_bytes = 0;  // workers only
 };
 
 struct BandwidthInfo {
