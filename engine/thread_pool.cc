@@ -3,37 +3,8 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <chrono>
 
 namespace dgpt {
-namespace {
-
-// A decode step runs ~50 parallel regions back to back, a few microseconds apart; a futex
-// wake-up costs tens of microseconds, as much as a small region's work. So waiting threads spin
-// this long before they sleep. Short enough that processes sharing cores (--local-workers on a
-// small machine) lose little to it.
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-// Spins until done() or kSpinBeforeSleep has passed; true when done() became true.
-template <typename Done>
-bool SpinUntil(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
-  for (int i = 0;; ++i) {
-    if (done()) return true;
-    CpuRelax();
-    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return false;
-  }
-}
-
-}  // namespace
 
 int DefaultThreadCount() {
   cpu_set_t set;
@@ -63,7 +34,6 @@ void ThreadPool::DrainTasks(std::unique_lock<std::mutex>& lock) {
     const auto* job = job_;
     lock.unlock();
     (*job)(task);
-    unfinished_tasks_.fetch_sub(1, std::memory_order_release);
     lock.lock();
   }
 }
@@ -72,9 +42,6 @@ void ThreadPool::WorkerLoop(int /*worker_index*/) {
   uint64_t seen_generation = 0;
   std::unique_lock lock(mutex_);
   while (true) {
-    lock.unlock();
-    SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen_generation; });
-    lock.lock();
     wake_.wait(lock, [&] { return stopping_ || generation_ != seen_generation; });
     if (stopping_) return;
     seen_generation = generation_;
@@ -95,14 +62,9 @@ void ThreadPool::Run(int num_tasks, const std::function<void(int)>& fn) {
   job_ = &fn;
   num_tasks_ = num_tasks;
   next_task_ = 0;
-  unfinished_tasks_.store(num_tasks, std::memory_order_relaxed);
   ++generation_;
   wake_.notify_all();
   DrainTasks(lock);  // the caller works too
-  // Usually the others finish within microseconds of the caller: spin before sleeping.
-  lock.unlock();
-  SpinUntil([&] { return unfinished_tasks_.load(std::memory_order_acquire) == 0; });
-  lock.lock();
   done_.wait(lock, [&] { return busy_workers_ == 0; });
   job_ = nullptr;
   num_tasks_ = 0;

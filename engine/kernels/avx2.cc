@@ -84,31 +84,81 @@ inline __m256i LoadQ(const BlockQ8_0& block) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.q));
 }
 
-// acc + (exact integer dot product of the blocks, as 8 int32 lanes) * both scales.
-// vpmaddubsw multiplies unsigned by signed bytes, so w's sign moves onto x: |w| * (x * sign(w)).
-// |w| <= 128 (as unsigned) and |x| <= 127, so the pairwise int16 sums cannot saturate.
-inline __m256 AddBlock(__m256 acc, const BlockQ8_0& w, const BlockQ8_0& x) {
-  const __m256i wq = LoadQ(w);
-  const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(LoadQ(x), wq));
-  const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-  return _mm256_fmadd_ps(dot, _mm256_set1_ps(ScaleOf(w) * ScaleOf(x)), acc);
+// The exact integer dot product of a w block and an x block, as 8 int32 lanes. vpmaddubsw
+// multiplies unsigned by signed bytes, so w's sign moves onto x: |w| * (x * sign(w)). |w| <= 128
+// (as unsigned) and |x| <= 127, so the pairwise int16 sums cannot saturate.
+inline __m256i BlockDot(__m256i wq, __m256i xq) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-// Even blocks in one accumulator, odd ones in another, so consecutive blocks do not wait on
-// each other's FMA.
+// acc + float(dot) * (w scale * x scale), the scale product rounded once, as a float. The w scale
+// is widened straight from memory into all 8 lanes (vpbroadcastw + vcvtph2ps), which costs fewer
+// operations than a scalar conversion and a broadcast.
+inline __m256 AddScaled(__m256 acc, __m256i dot, const BlockQ8_0& w, __m256 x_scale) {
+  const __m256 w_scale = _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(w.scale)));
+  const __m256 scale = _mm256_mul_ps(w_scale, x_scale);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+}
+
+// What gemv_q8_0 needs of each x block, prepared once per call rather than once per row: its
+// bytes, 32-byte aligned (x's blocks are 34 bytes apart, so half of their loads would cross a
+// cache line), and its scale as a float. Up to kMaxPrepared blocks (cols 8192, 16 KiB of stack);
+// wider rows prepare each block as they go: the same values, so the same bits.
+struct PreparedX {
+  __m256i q;
+  float scale;
+};
+constexpr int64_t kMaxPrepared = 256;
+enum class Prep { kNone, kWrite, kRead };  // prepare each block / and store it / read it
+
+// One row, even blocks in one accumulator and odd ones in another, so consecutive blocks do not
+// wait on each other's FMA.
+template <Prep kPrep>
+inline float DotRowQ8(const BlockQ8_0* row, const BlockQ8_0* x, PreparedX* prepared,
+                      int64_t blocks) {
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const auto add = [&](int a, int64_t b) {
+    if constexpr (kPrep == Prep::kRead) {
+      const PreparedX& p = prepared[b];
+      acc[a] =
+          AddScaled(acc[a], BlockDot(LoadQ(row[b]), p.q), row[b], _mm256_broadcast_ss(&p.scale));
+    } else {
+      // Field by field: copying the struct would reload its padded tail right after storing
+      // the scale, which the CPU cannot forward from the store.
+      const __m256i q = LoadQ(x[b]);
+      const float scale = ScaleOf(x[b]);
+      if constexpr (kPrep == Prep::kWrite) {
+        prepared[b].q = q;
+        prepared[b].scale = scale;
+      }
+      acc[a] = AddScaled(acc[a], BlockDot(LoadQ(row[b]), q), row[b], _mm256_set1_ps(scale));
+    }
+  };
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    add(0, b);
+    add(1, b + 1);
+  }
+  if (b < blocks) add(0, b);
+  return HorizontalSum(_mm256_add_ps(acc[0], acc[1]));
+}
+
 void GemvQ8_0(float* y, const BlockQ8_0* w, const BlockQ8_0* x, int64_t cols, int64_t r0,
               int64_t r1) {
   const int64_t blocks = cols / kQ8BlockSize;
-  for (int64_t r = r0; r < r1; ++r) {
-    const BlockQ8_0* row = w + r * blocks;
-    __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= blocks; b += 2) {
-      even = AddBlock(even, row[b], x[b]);
-      odd = AddBlock(odd, row[b + 1], x[b + 1]);
+  if (r0 >= r1) return;
+  if (blocks > kMaxPrepared) {
+    for (int64_t r = r0; r < r1; ++r) {
+      y[r] = DotRowQ8<Prep::kNone>(w + r * blocks, x, nullptr, blocks);
     }
-    if (b < blocks) even = AddBlock(even, row[b], x[b]);
-    y[r] = HorizontalSum(_mm256_add_ps(even, odd));
+    return;
+  }
+  // The first row prepares x as it goes, so that work overlaps the row's loads from memory.
+  PreparedX prepared[kMaxPrepared];
+  y[r0] = DotRowQ8<Prep::kWrite>(w + r0 * blocks, x, prepared, blocks);
+  for (int64_t r = r0 + 1; r < r1; ++r) {
+    y[r] = DotRowQ8<Prep::kRead>(w + r * blocks, x, prepared, blocks);
   }
 }
 
