@@ -2,6 +2,7 @@
 // so a decode step pays a wake-up, not a thread creation, per parallel region.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -43,7 +44,9 @@ class ThreadPool {
   int num_tasks_ = 0;
   int next_task_ = 0;
   int busy_workers_ = 0;
-  uint64_t generation_ = 0;
+  // Written under mutex_; also read without it by threads spinning for the next region.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> unfinished_tasks_{0};
   bool stopping_ = false;
 };
 
