@@ -103,17 +103,6 @@ Status CopyFileAtomically(const std::string& from, const std::string& to) {
   return Status::Ok();
 }
 
-float ReadElement(const std::byte* data, DType dtype, int64_t index) {
-  if (dtype == DType::kF32) {
-    float value;
-    std::memcpy(&value, data + 4 * index, sizeof(value));
-    return value;
-  }
-  uint16_t bits;
-  std::memcpy(&bits, data + 2 * index, sizeof(bits));
-  return dtype == DType::kF16 ? HalfToFloat(bits) : BFloat16ToFloat(bits);
-}
-
 void WriteElement(uint8_t* data, DType dtype, int64_t index, float value) {
   if (dtype == DType::kF32) {
     std::memcpy(data + 4 * index, &value, sizeof(value));
@@ -153,7 +142,7 @@ Result<TensorToWrite> PrepareTensor(const TensorInfo& info, const ShardFormat& f
   std::vector<uint8_t>& bytes =
       converted.emplace_back(static_cast<size_t>(count) * DTypeSize(*dtype));
   for (int64_t i = 0; i < count; ++i) {
-    WriteElement(bytes.data(), *dtype, i, ReadElement(info.data, info.dtype, i));
+    WriteElement(bytes.data(), *dtype, i, ReadFloatElement(info.data, info.dtype, i));
   }
   return TensorToWrite{info.name, *dtype, info.shape, bytes.data(), bytes.size()};
 }

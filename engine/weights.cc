@@ -39,9 +39,7 @@ bool IsPackedQ8Tensor(const TensorInfo& info) {
   return info.dtype == DType::kU8 && info.shape.size() == 3 && info.shape[2] == kQ8BlockBytes;
 }
 
-namespace {
-
-float ReadFloat(const std::byte* data, DType dtype, int64_t index) {
+float ReadFloatElement(const std::byte* data, DType dtype, int64_t index) {
   if (dtype == DType::kF32) {
     float value;
     std::memcpy(&value, data + 4 * index, sizeof(value));
@@ -51,6 +49,8 @@ float ReadFloat(const std::byte* data, DType dtype, int64_t index) {
   std::memcpy(&bits, data + 2 * index, sizeof(bits));
   return dtype == DType::kF16 ? HalfToFloat(bits) : BFloat16ToFloat(bits);
 }
+
+namespace {
 
 // Encodes one row of floats into `format`.
 void EncodeRow(std::byte* out, const float* row, int64_t cols, WeightFormat format) {
@@ -130,13 +130,14 @@ Result<WeightMatrix> PackMatrixInto(const MatrixSource& source, WeightFormat for
     } else if (source.transposed) {
       for (int64_t c = 0; c < cols; ++c) {
         for (int64_t r = r0; r < r1; ++r) {
-          tile[(r - r0) * cols + c] = ReadFloat(source.data, source.dtype, c * source.rows + r);
+          tile[(r - r0) * cols + c] =
+              ReadFloatElement(source.data, source.dtype, c * source.rows + r);
         }
       }
     } else {
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
-          tile[(r - r0) * cols + c] = ReadFloat(source.data, source.dtype, r * cols + c);
+          tile[(r - r0) * cols + c] = ReadFloatElement(source.data, source.dtype, r * cols + c);
         }
       }
     }

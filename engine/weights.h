@@ -64,6 +64,9 @@ Result<WeightMatrix> PackMatrixInto(const MatrixSource& source, WeightFormat for
 Result<WeightMatrix> PackMatrix(const MatrixSource& source, WeightFormat format,
                                 AlignedBytes* storage);
 
+// Element `index` of a stored F32, F16 or BF16 tensor, as float (exact).
+float ReadFloatElement(const std::byte* data, DType dtype, int64_t index);
+
 // Widens row r of w into out[w.cols].
 void WeightRowToFloat(float* out, const WeightMatrix& w, int64_t r);
 
