@@ -368,10 +368,12 @@ Message Worker::Impl::HandleAssign(const Message& request, uint64_t control_id) 
     sequences_.clear();
   }
   if (previous && previous->next_hop) previous->next_hop->Close();
-  Log(component(), "assigned layers {}:{} of {}, next hop {}{}, wire {}, up to {} sequences",
+  Log(component(),
+      "assigned layers {}:{} of {}, next hop {}{}, wire {}, up to {} sequences, weights {} ({})",
       layers.begin, layers.end, config_.n_layer, assign.next_hop,
       assignment->last_stage ? " (coordinator)" : "",
-      assign.wire_dtype == WireDType::kF16 ? "f16" : "f32", assignment->max_sequences);
+      assign.wire_dtype == WireDType::kF16 ? "f16" : "f32", assignment->max_sequences,
+      WeightFormatName(model->weight_format()), ActiveKernels().name);
   uint64_t weight_bytes = 0;
   for (int layer = layers.begin; layer < layers.end; ++layer) {
     for (std::string_view name : kBlockTensorNames) {
