@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAKE_MODEL = os.path.join(ROOT, "weights", "make_random_model.py")
-N_LAYER, N_POSITIONS = 3, 64
+N_LAYER, N_EMBD, N_POSITIONS = 3, 64, 64
 CASES = {}
 
 
@@ -43,7 +43,7 @@ class Context:
         out = os.path.join(self.work, "bench-tiny")
         if not os.path.isfile(os.path.join(out, "model.safetensors")):
             subprocess.run(["/usr/bin/python3", MAKE_MODEL, "--out", out, "--n-layer",
-                            str(N_LAYER), "--n-head", "2", "--n-embd", "64", "--n-positions",
+                            str(N_LAYER), "--n-head", "2", "--n-embd", str(N_EMBD), "--n-positions",
                             str(N_POSITIONS), "--seed", "9"], check=True, stdout=subprocess.DEVNULL)
         return out
 
@@ -174,6 +174,13 @@ def local_workers_json(ctx):
             check(s["queue_ms"] is not None and s["queue_ms"] >= 0, f"{s['name']} queue")
             check(s["address"].startswith("127.0.0.1:"), f"{s['name']} address")
             check(s["batch"] == 1, f"one sequence, batch {s['batch']}")
+            # Memory from the worker's STATS: its packed matrices are its one layer's four
+            # (12 C^2 f32 weights), its KV cache one sequence's, both inside its RSS.
+            check(s["matrix_bytes"] == 12 * N_EMBD * N_EMBD * 4,
+                  f"{s['name']} matrix bytes {s['matrix_bytes']}")
+            check(s["kv_cache_bytes"] > 0 and
+                  s["resident_bytes"] > s["matrix_bytes"] + s["kv_cache_bytes"],
+                  f"{s['name']} memory {s['resident_bytes']}, {s['kv_cache_bytes']}")
     labels = [part["label"] for part in out["decode_breakdown_ms"]]
     for needle in ("stage 1 compute", "stage 2 compute", "stage 3 compute", "queue", "hops x4",
                    "LM head"):
@@ -242,7 +249,16 @@ def membw(ctx):
     for line in text.splitlines():
         if "GB/s" in line and "thread" in line:
             positive(float(line.split()[-2]), line)
+    sgemm = [line for line in text.splitlines() if line.startswith("sgemm ")]
+    check(len(sgemm) == 2 and all(line.endswith("GFLOP/s") for line in sgemm),
+          f"two sgemm peaks in the --membw output:\n{text}")
+    for line in sgemm:
+        positive(float(line.split()[-2]), line)
     out = json.loads(ctx.run("--membw", "--json", "--membw-mib", "64").stdout)
+    check([(p["m"], p["n"], p["k"]) for p in out["sgemm"]] == [(128, 3072, 768), (1024, 1024, 1024)],
+          f"sgemm shapes {out['sgemm']}")
+    for peak in out["sgemm"]:
+        positive(peak["gflops"], f"sgemm {peak}")
     check(out["buffer_bytes"] == 64 << 20, f"buffer {out['buffer_bytes']}")
     check(out["measured"][0]["threads"] == 1, "1 thread first")
     for m in out["measured"]:
