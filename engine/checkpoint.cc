@@ -362,11 +362,9 @@ Status Checkpoint::PackAll(const std::vector<PackJob>& jobs) {
   for (const PackJob& job : jobs) {
     const TensorInfo* info = file_->Find(job.name);
     if (!info) return Status::Error(file_->path() + ": missing tensor " + job.name);
+    // Load validated every matrix: a U8 one is packed q8_0.
     const bool packed_q8 = IsPackedQ8Tensor(*info);
-    const WeightFormat stored = packed_q8                    ? WeightFormat::kQ8_0
-                                : info->dtype == DType::kF16 ? WeightFormat::kF16
-                                                             : WeightFormat::kF32;
-    const WeightFormat format = job.format.value_or(stored);
+    const WeightFormat format = job.format.value_or(FormatAsStored(info->dtype));
     plan.push_back({info,
                     {info->data, info->dtype, job.rows, job.cols, job.transposed && !packed_q8},
                     format,

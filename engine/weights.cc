@@ -39,6 +39,11 @@ bool IsPackedQ8Tensor(const TensorInfo& info) {
   return info.dtype == DType::kU8 && info.shape.size() == 3 && info.shape[2] == kQ8BlockBytes;
 }
 
+WeightFormat FormatAsStored(DType dtype) {
+  if (dtype == DType::kU8) return WeightFormat::kQ8_0;
+  return dtype == DType::kF16 ? WeightFormat::kF16 : WeightFormat::kF32;
+}
+
 float ReadFloatElement(const std::byte* data, DType dtype, int64_t index) {
   if (dtype == DType::kF32) {
     float value;

@@ -64,6 +64,10 @@ Result<WeightMatrix> PackMatrixInto(const MatrixSource& source, WeightFormat for
 Result<WeightMatrix> PackMatrix(const MatrixSource& source, WeightFormat format,
                                 AlignedBytes* storage);
 
+// The format a matrix stored in `dtype` computes in when none is asked for: F16 -> f16, U8
+// (packed q8_0) -> q8_0, F32 and BF16 -> f32.
+WeightFormat FormatAsStored(DType dtype);
+
 // Element `index` of a stored F32, F16 or BF16 tensor, as float (exact).
 float ReadFloatElement(const std::byte* data, DType dtype, int64_t index);
 

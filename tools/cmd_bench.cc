@@ -129,12 +129,6 @@ int RunMembw(const BenchArgs& args) {
   return 0;
 }
 
-// The format Checkpoint::Load keeps a matrix in when no --dtype is given.
-WeightFormat StoredFormat(DType dtype) {
-  if (dtype == DType::kU8) return WeightFormat::kQ8_0;  // packed q8_0 blocks
-  return dtype == DType::kF16 ? WeightFormat::kF16 : WeightFormat::kF32;
-}
-
 // Every worker's STATS, at one phase boundary.
 using StatsSnapshot = std::vector<net::StatsReply>;
 
@@ -183,7 +177,7 @@ Status SetUp(const BenchArgs& args, Session& s) {
   }
   // What the blocks compute in: as loaded here, else what --dtype asks the local workers for,
   // else what the file stores (Checkpoint::Load's default). Remote workers choose their own.
-  s.block_format = StoredFormat(s.model->weight_dtype());
+  s.block_format = FormatAsStored(s.model->weight_dtype());
   if (load.weight_format) {
     s.block_format = *load.weight_format;
   } else if (s.model->layers().size() > 0) {
@@ -202,10 +196,9 @@ Status SetUp(const BenchArgs& args, Session& s) {
     };
     return Status::Ok();
   }
-  PipelineArgs pipeline_args = args.pipeline;
-  pipeline_args.worker_dtype = args.formats.dtype;
-  auto options = MakePipelineOptions(pipeline_args, args.model_dir, args.prefill_chunk, s.threads,
-                                     std::max(16, workload.concurrency), &s.local_workers);
+  auto options =
+      MakePipelineOptions(args.pipeline, args.formats, args.model_dir, args.prefill_chunk,
+                          s.threads, std::max(16, workload.concurrency), &s.local_workers);
   if (!options.ok()) return options.status();
   options->name = "bench";
   options->observe_step = bench::RecordPipelineStep;

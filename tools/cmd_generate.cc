@@ -95,9 +95,8 @@ Status SetUp(Session& s) {
     return Status::Ok();
   }
 
-  PipelineArgs pipeline_args = args.pipeline;
-  pipeline_args.worker_dtype = args.formats.dtype;
-  auto pipeline = MakePipelineOptions(pipeline_args, args.model_dir, args.prefill_chunk, s.threads,
+  auto pipeline = MakePipelineOptions(args.pipeline, args.formats, args.model_dir,
+                                      args.prefill_chunk, s.threads,
                                       /*worker_sequences=*/16, &s.local_workers);
   if (!pipeline.ok()) return pipeline.status();
   auto connected = net::Pipeline::Connect(*s.model, *s.pool, *pipeline);

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "engine/checkpoint.h"
-#include "engine/kv_cache.h"
+#include "engine/generator.h"
 #include "engine/ops.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
@@ -32,7 +32,8 @@
 namespace dgpt::cli {
 namespace {
 
-// Rows per ForwardBlocks call: bounds the Workspace (~10 C floats per row) for long contexts.
+// Rows per forward chunk (LocalBlockRunner): bounds the Workspace (~10 C floats per row) for long
+// contexts.
 constexpr int kPrefillChunk = 256;
 // Rows per LM-head call: the head ([V, C], the largest matrix of a small GPT) is read once per
 // batch of rows (as a prefill sgemm) instead of once per row; bounds the logits to
@@ -113,24 +114,21 @@ struct Evaluator {
   Evaluator(const Checkpoint& m, ThreadPool& p, int context)
       : model(m),
         pool(p),
-        workspace(m.config(), std::min(context, kPrefillChunk)),
+        blocks(m, p, std::min(context, kPrefillChunk)),
         x(static_cast<size_t>(context) * m.config().n_embd),
         normed(static_cast<size_t>(kHeadBatch) * m.config().n_embd),
         logits(static_cast<size_t>(kHeadBatch) * m.config().vocab_size),
         row_nll(kHeadBatch) {}
 
-  void Run(std::span<const TokenId> ids, const Window& w, Totals& totals) {
+  Status Run(std::span<const TokenId> ids, const Window& w, Totals& totals) {
     const ModelConfig& cfg = model.config();
     const int C = cfg.n_embd, V = cfg.vocab_size;
     const int T = w.end - 1 - w.begin;  // the last token is only a target
     // Each window is an independent sequence at positions 0 .. T-1 (fresh cache).
-    KvCache cache(model.layers(), T, C);
     EmbedTokens(x.data(), model, ids.subspan(w.begin, T), 0);
-    for (int done = 0; done < T;) {
-      const int chunk = std::min(T - done, workspace.max_tokens());
-      ForwardBlocks(x.data() + static_cast<size_t>(done) * C, chunk, cache, model, workspace, pool);
-      done += chunk;
-    }
+    DGPT_RETURN_IF_ERROR(blocks.Begin(T));
+    DGPT_RETURN_IF_ERROR(blocks.Forward(x.data(), T, /*all_rows=*/true));
+    blocks.End();
     totals.forwarded += T;
 
     // Row r of x predicts token begin + r + 1; only the rows of this window's targets count.
@@ -151,11 +149,12 @@ struct Evaluator {
       for (int b = 0; b < B; ++b) totals.nll += row_nll[b];
       totals.scored += B;
     }
+    return Status::Ok();
   }
 
   const Checkpoint& model;
   ThreadPool& pool;
-  Workspace workspace;
+  LocalBlockRunner blocks;
   std::vector<float> x;       // [context, C]
   std::vector<float> normed;  // [kHeadBatch, C]
   std::vector<float> logits;  // [kHeadBatch, V]
@@ -225,7 +224,11 @@ int RunPerplexity(const PerplexityArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   Evaluator evaluator(model, pool, context);
   Totals totals;
-  for (const Window& window : windows) evaluator.Run(ids, window, totals);
+  for (const Window& window : windows) {
+    if (Status status = evaluator.Run(ids, window, totals); !status.ok()) {
+      return Fail(status.message());
+    }
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

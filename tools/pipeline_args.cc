@@ -54,6 +54,7 @@ Result<std::optional<LayerRange>> LocalLayers(const PipelineArgs& args) {
 }
 
 Result<net::PipelineOptions> MakePipelineOptions(const PipelineArgs& args,
+                                                 const WeightFormatArgs& formats,
                                                  const std::string& model_dir, int prefill_chunk,
                                                  int threads, int worker_sequences,
                                                  std::unique_ptr<LocalWorkers>* local_workers) {
@@ -85,8 +86,7 @@ Result<net::PipelineOptions> MakePipelineOptions(const PipelineArgs& args,
     if (!args.auth_key_file.empty()) {
       worker_args.insert(worker_args.end(), {"--auth-key-file", args.auth_key_file});
     }
-    if (!args.worker_dtype.empty())
-      worker_args.insert(worker_args.end(), {"--dtype", args.worker_dtype});
+    if (!formats.dtype.empty()) worker_args.insert(worker_args.end(), {"--dtype", formats.dtype});
     const char* tmp = std::getenv("TMPDIR");
     auto workers = LocalWorkers::Spawn(args.local_workers, worker_args, tmp ? tmp : "/tmp");
     if (!workers.ok()) return workers.status();

@@ -10,6 +10,7 @@
 
 #include "engine/checkpoint.h"
 #include "net/coordinator.h"
+#include "tools/cli_util.h"
 #include "tools/local_workers.h"
 
 namespace dgpt::cli {
@@ -24,8 +25,6 @@ struct PipelineArgs {
   std::string auth_key_file;
   std::string return_listen;
   double timeout_s = 60;
-  // Not a flag of its own: the command's --dtype, passed on to --local-workers.
-  std::string worker_dtype;
 
   bool used() const { return !workers.empty() || local_workers > 0; }
 };
@@ -39,8 +38,10 @@ void AddPipelineOptions(CLI::App* command, PipelineArgs* args);
 Result<std::optional<LayerRange>> LocalLayers(const PipelineArgs& args);
 
 // Everything but the model: checks the flags, loads the auth key, and starts the local workers
-// (kept alive by *local_workers; each allows `worker_sequences` KV caches).
+// (kept alive by *local_workers; each allows `worker_sequences` KV caches and computes in the
+// command's --dtype).
 Result<net::PipelineOptions> MakePipelineOptions(const PipelineArgs& args,
+                                                 const WeightFormatArgs& formats,
                                                  const std::string& model_dir, int prefill_chunk,
                                                  int threads, int worker_sequences,
                                                  std::unique_ptr<LocalWorkers>* local_workers);

@@ -99,11 +99,9 @@ Result<std::unique_ptr<CompletionEngine>> CompletionEngine::Start(const EngineOp
   if (!uses_pipeline) return engine;
 
   // Each worker must hold a KV cache for every sequence the server runs at once.
-  cli::PipelineArgs pipeline_args = options.pipeline;
-  pipeline_args.worker_dtype = options.formats.dtype;
-  auto pipeline =
-      cli::MakePipelineOptions(pipeline_args, options.model_dir, options.prefill_chunk, threads,
-                               std::max(options.max_sequences, 16), &engine->local_workers_);
+  auto pipeline = cli::MakePipelineOptions(
+      options.pipeline, options.formats, options.model_dir, options.prefill_chunk, threads,
+      std::max(options.max_sequences, 16), &engine->local_workers_);
   if (!pipeline.ok()) return pipeline.status();
   pipeline->name = "serve";
   pipeline->observe_step = [raw = engine.get()](const net::StepTimings& step) {
