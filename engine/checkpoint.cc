@@ -15,12 +15,6 @@
 
 namespace dgpt {
 
-float BFloat16ToFloat(uint16_t bits) {
-  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
-}
-
-namespace {}  // namespace
-
 MatrixLayout WeightMatrixLayout(std::string_view name) {
   const bool conv1d = name.ends_with("attn.c_attn.weight") ||
                       name.ends_with("attn.c_proj.weight") || name.ends_with("mlp.c_fc.weight") ||

@@ -15,10 +15,10 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "engine/config.h"
 #include "engine/kernels/kernels.h"
 #include "engine/safetensors.h"
-#include "engine/status.h"
 #include "engine/weights.h"
 
 namespace dgpt {
@@ -172,8 +172,5 @@ class Checkpoint {
   const float* ln_f_bias_ = nullptr;
   WeightMatrix lm_head_;
 };
-
-// Widening conversion for BF16 checkpoints (exact).
-float BFloat16ToFloat(uint16_t bits);
 
 }  // namespace dgpt

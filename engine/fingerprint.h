@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
 #include "engine/safetensors.h"
-#include "engine/status.h"
 
 namespace dgpt {
 

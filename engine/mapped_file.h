@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <string>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 namespace dgpt {
 

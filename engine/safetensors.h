@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "engine/mapped_file.h"
-#include "engine/status.h"
 
 namespace dgpt {
 

@@ -7,11 +7,10 @@
 #include <span>
 #include <vector>
 
-#include "engine/status.h"
+#include "base/status.h"
+#include "base/token.h"
 
 namespace dgpt {
-
-using TokenId = int32_t;
 
 struct SamplingOptions {
   float temperature = 0.8f;         // 0 = greedy (argmax)

@@ -15,13 +15,6 @@
 namespace dgpt {
 namespace fs = std::filesystem;
 
-uint16_t FloatToBFloat16(float value) {
-  uint32_t bits = std::bit_cast<uint32_t>(value);
-  if ((bits & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
-  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest, ties to even
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 namespace {
 
 // What is wrong with a stage list, or nullopt; phrased to follow its subject ("--stages X ").

@@ -18,9 +18,9 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
-#include "engine/status.h"
 
 namespace dgpt {
 
@@ -47,8 +47,5 @@ struct ShardFormat {
 // atomically; an existing OUT_DIR is written into (same-named files are replaced).
 Status WriteShards(const std::string& model_dir, const std::vector<LayerRange>& stages,
                    const std::string& out_dir, const ShardFormat& format);
-
-// Narrowing conversions, rounding to nearest even (NaN stays NaN, overflow becomes infinity).
-uint16_t FloatToBFloat16(float value);
 
 }  // namespace dgpt

@@ -8,13 +8,12 @@
 #include <span>
 #include <vector>
 
+#include "base/token.h"
 #include "engine/checkpoint.h"
 #include "engine/kv_cache.h"
 #include "engine/thread_pool.h"
 
 namespace dgpt {
-
-using TokenId = int32_t;
 
 // Scratch activations for up to max_tokens tokens at once, reused across calls.
 class Workspace {

@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <memory>
 
+#include "base/status.h"
 #include "engine/kernels/kernels.h"
 #include "engine/safetensors.h"
-#include "engine/status.h"
 
 namespace dgpt {
 

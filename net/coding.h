@@ -53,12 +53,4 @@ class Reader {
   std::span<const uint8_t> input_;
 };
 
-// IEEE-754 binary16 <-> binary32, used for f16 activations on the wire.
-// FloatToHalfBits rounds to nearest, ties to even; magnitudes from 65520 up become infinity,
-// results below the normal range become half subnormals (or signed zero), NaN stays NaN (its
-// top mantissa bits are kept; a payload that would vanish becomes the quiet bit).
-// HalfBitsToFloat is exact for every input, NaN payloads included.
-uint16_t FloatToHalfBits(float value);
-float HalfBitsToFloat(uint16_t bits);
-
 }  // namespace dgpt::net

@@ -12,7 +12,7 @@
 #include <mutex>
 #include <string>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "net/auth.h"
 #include "net/messages.h"
 

@@ -11,8 +11,8 @@
 #include <numeric>
 #include <thread>
 
+#include "base/log.h"
 #include "engine/fingerprint.h"
-#include "net/log.h"
 
 namespace dgpt::net {
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/half.h"
 #include "net/coding.h"
 
 namespace dgpt::net {
@@ -98,7 +99,7 @@ void PutTensor(std::vector<uint8_t>* out, const Tensor& tensor) {
   uint8_t* dst = out->data() + at;
   for (float value : tensor.values) {
     if (tensor.dtype == WireDType::kF16) {
-      const uint16_t half = FloatToHalfBits(value);
+      const uint16_t half = FloatToHalf(value);
       dst[0] = static_cast<uint8_t>(half);
       dst[1] = static_cast<uint8_t>(half >> 8);
     } else {
@@ -250,7 +251,7 @@ class PayloadReader {
     tensor->values.resize(static_cast<size_t>(count));
     const uint8_t* src = bytes.data();
     for (float& value : tensor->values) {
-      value = tensor->dtype == WireDType::kF16 ? HalfBitsToFloat(DecodeFixed16(src))
+      value = tensor->dtype == WireDType::kF16 ? HalfToFloat(DecodeFixed16(src))
                                                : std::bit_cast<float>(DecodeFixed32(src));
       src += value_bytes;
     }

@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 namespace dgpt::net {
 

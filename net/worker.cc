@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "base/log.h"
 #include "engine/checkpoint.h"
 #include "engine/fingerprint.h"
 #include "engine/kv_cache.h"
@@ -15,7 +16,6 @@
 #include "engine/resident_memory.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
-#include "net/log.h"
 
 namespace dgpt::net {
 

@@ -11,8 +11,8 @@
 #include <optional>
 #include <string>
 
+#include "base/status.h"
 #include "engine/kernels/kernels.h"
-#include "engine/status.h"
 #include "net/auth.h"
 #include "net/connection.h"
 

@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "tokenizer/gpt2_pretokenizer.h"
 #include "tokenizer/special_tokens.h"
 #include "tokenizer/tokenizer.h"

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <utility>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 // pcre2_code for 8-bit code units (pcre2.h needs PCRE2_CODE_UNIT_WIDTH, so it stays in the .cc).
 struct pcre2_real_code_8;

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "tokenizer/special_tokens.h"
 #include "tokenizer/tokenizer.h"
 

@@ -10,11 +10,10 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/status.h"
+#include "base/status.h"
+#include "base/token.h"
 
 namespace dgpt {
-
-using TokenId = int32_t;
 
 // Once loaded, a tokenizer may be used from several threads at once (Encode included; any
 // internal cache is synchronized).

@@ -6,8 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/status.h"
 #include "engine/checkpoint.h"
-#include "engine/status.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dgpt::cli {

@@ -9,7 +9,7 @@
 #include <string>
 #include <thread>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/pipeline_args.h"
@@ -84,7 +84,7 @@ int RunServe(const ServeArgs& args) {
   int received = 0;
   sigwait(&signals, &received);
   if (!serve_failed) {
-    net::Log("serve", "received {}, stopping", received == SIGTERM ? "SIGTERM" : "SIGINT");
+    Log("serve", "received {}, stopping", received == SIGTERM ? "SIGTERM" : "SIGINT");
   }
   engine.value()->StopAll();  // running generations end at their next token
   server.value()->Stop();
@@ -92,7 +92,7 @@ int RunServe(const ServeArgs& args) {
   server.value().reset();
   engine.value().reset();  // disconnects the pipeline, stops local workers
   if (!served.ok()) return ReportError("serve", served.message());
-  net::Log("serve", "stopped");
+  Log("serve", "stopped");
   return 0;
 }
 

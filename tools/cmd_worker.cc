@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/worker.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -52,7 +52,7 @@ int RunWorker(WorkerArgs& args) {
   }
   int received = 0;
   sigwait(&signals, &received);
-  net::Log("worker", "received {}, stopping", received == SIGTERM ? "SIGTERM" : "SIGINT");
+  Log("worker", "received {}, stopping", received == SIGTERM ? "SIGTERM" : "SIGINT");
   worker.value()->Stop();
   return 0;
 }

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/half.h"  // the scalar reference for f16 weights and q8_0 scales
+
 namespace dgpt {
 
 // How a weight matrix is stored in memory.
@@ -67,8 +69,8 @@ struct KernelSet {
   void (*quantize_q8_0)(BlockQ8_0* out, const float* x, int64_t n);
 
   // Widen rows [r0, r1) of a stored matrix to float: out[(r - r0) * cols + c]. Used by prefill,
-  // which multiplies tiles of widened rows with sgemm. Exact for f16 (equal to HalfToFloat, except
-  // that a signalling NaN may come out quieted); q8_0 gives HalfToFloat(scale) * q, also exact.
+  // which multiplies tiles of widened rows with sgemm. Exact for f16 (equal to HalfToFloat, NaNs
+  // included: both quiet them); q8_0 gives HalfToFloat(scale) * q, also exact.
   void (*to_f32_f16)(float* out, const uint16_t* w, int64_t cols, int64_t r0, int64_t r1);
   void (*to_f32_q8_0)(float* out, const BlockQ8_0* w, int64_t cols, int64_t r0, int64_t r1);
 };
@@ -79,9 +81,5 @@ struct KernelSet {
 const KernelSet& ActiveKernels();
 // Every kernel set compiled in that this CPU can run, portable first.
 std::vector<const KernelSet*> AvailableKernels();
-
-// Float <-> IEEE half with round-to-nearest-even (the reference the SIMD paths must match).
-float HalfToFloat(uint16_t bits);
-uint16_t FloatToHalf(float value);
 
 }  // namespace dgpt

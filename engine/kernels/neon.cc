@@ -107,14 +107,14 @@ void ToF32F16(float* out, const uint16_t* w, int64_t cols, int64_t r0, int64_t r
     vst1q_f32(out + i, vcvt_f32_f16(vget_low_f16(h)));
     vst1q_f32(out + i + 4, vcvt_high_f32_f16(h));
   }
-  for (; i < n; ++i) out[i] = HalfBitsToFloat(in[i]);
+  for (; i < n; ++i) out[i] = HardwareHalfToFloat(in[i]);
 }
 
 void ToF32Q8_0(float* out, const BlockQ8_0* w, int64_t cols, int64_t r0, int64_t r1) {
   const int64_t blocks = (r1 - r0) * (cols / kQ8BlockSize);
   const BlockQ8_0* in = w + r0 * (cols / kQ8BlockSize);
   for (int64_t b = 0; b < blocks; ++b) {
-    const float d = HalfBitsToFloat(in[b].scale);
+    const float d = HardwareHalfToFloat(in[b].scale);
     for (int i = 0; i < kQ8BlockSize; i += 8) {
       const int16x8_t q = vmovl_s8(vld1_s8(in[b].q + i));
       float* o = out + b * kQ8BlockSize + i;

@@ -15,7 +15,7 @@ namespace dgpt {
 namespace kernels {
 namespace {
 
-inline float HalfBitsToFloat(uint16_t bits) {
+inline float HardwareHalfToFloat(uint16_t bits) {
   __fp16 half;
   std::memcpy(&half, &bits, sizeof(half));
   return half;  // fcvt: exact
@@ -32,7 +32,7 @@ void GemvQ8_0Rows(float* y, const BlockQ8_0* w, const BlockQ8_0* x, int64_t cols
     const int32x4_t dot =
         dot_block(vld1q_s8(wb.q), vld1q_s8(wb.q + 16), vld1q_s8(xb.q), vld1q_s8(xb.q + 16));
     return vfmaq_n_f32(acc, vcvtq_f32_s32(dot),
-                       HalfBitsToFloat(wb.scale) * HalfBitsToFloat(xb.scale));
+                       HardwareHalfToFloat(wb.scale) * HardwareHalfToFloat(xb.scale));
   };
   const int64_t blocks = cols / kQ8BlockSize;
   for (int64_t r = r0; r < r1; ++r) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "base/half.h"
 #include "net/coding.h"
 
 // Records the largest single allocation so tests can prove a hostile length never reaches the
@@ -205,9 +206,8 @@ void CheckTensorBits(const Tensor& actual, const Tensor& sent) {
   REQUIRE(actual.values.size() == sent.values.size());
   for (size_t i = 0; i < sent.values.size(); ++i) {
     // f32 travels bit-exact; f16 comes back exactly as the f16 conversion rounds it.
-    const float expected = sent.dtype == WireDType::kF32
-                               ? sent.values[i]
-                               : HalfBitsToFloat(FloatToHalfBits(sent.values[i]));
+    const float expected =
+        sent.dtype == WireDType::kF32 ? sent.values[i] : HalfToFloat(FloatToHalf(sent.values[i]));
     INFO("value " << i << ": " << sent.values[i]);
     CHECK(Bits(actual.values[i]) == Bits(expected));
   }
@@ -274,7 +274,7 @@ TEST_CASE("FORWARD round trips f16 activations rounded as the conversion says", 
   sent.values[11] = std::ldexp(1.0f, -24);         // smallest half subnormal
   const Forward got = RoundTrip<Forward>(Message{kFlagAllRows, 5, Forward{31, 64, sent, {}}});
   CheckTensorBits(got.activations, sent);
-  CHECK(got.activations.values[8] == HalfBitsToFloat(0x2e66));  // 0.1f
+  CHECK(got.activations.values[8] == HalfToFloat(0x2e66));  // 0.1f
   CHECK(std::isinf(got.activations.values[9]));
   CHECK(got.activations.values[10] == 1.0f);
   CHECK(got.activations.values[11] == std::ldexp(1.0f, -24));

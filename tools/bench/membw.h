@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "engine/weights.h"
 
 namespace dgpt::bench {

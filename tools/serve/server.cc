@@ -8,7 +8,7 @@
 #include <ctime>
 #include <random>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "tools/serve/metrics.h"
 #include "tools/serve/openai_api.h"
 #include "tools/text_stream.h"
@@ -229,7 +229,7 @@ void Server::Impl::Routes() {
       });
   http_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     metrics_.CountRequest(RouteLabel(req.path), res.status);
-    net::Log("serve", "{} {} {} {}", req.remote_addr, req.method, req.path, res.status);
+    Log("serve", "{} {} {} {}", req.remote_addr, req.method, req.path, res.status);
   });
 }
 
@@ -395,7 +395,7 @@ void Server::Impl::HandleCompletion(const httplib::Request& req, httplib::Respon
           try {
             delivered = Stream(*job, sink);
           } catch (const std::exception& e) {
-            net::Log("serve", "stream failed: {}", e.what());
+            Log("serve", "stream failed: {}", e.what());
           }
           metrics_.ObserveRequestSeconds(SecondsSince(job->received));
           job->slot.reset();  // free the slot now, not when httplib drops the response

@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "tools/serve/completion_engine.h"
 
 namespace dgpt::serve {

@@ -1,11 +1,11 @@
-#include "net/log.h"
+#include "base/log.h"
 
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
 
-namespace dgpt::net {
+namespace dgpt {
 
 void LogLine(std::string_view component, std::string_view message) {
   using namespace std::chrono;
@@ -25,4 +25,4 @@ void LogLine(std::string_view component, std::string_view message) {
   std::fputs(line.c_str(), stderr);
 }
 
-}  // namespace dgpt::net
+}  // namespace dgpt

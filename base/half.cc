@@ -1,8 +1,7 @@
+#include "base/half.h"
+
 #include <bit>
 #include <cmath>
-#include <cstdint>
-
-#include "engine/kernels/kernels.h"
 
 namespace dgpt {
 
@@ -14,7 +13,7 @@ float HalfToFloat(uint16_t bits) {
     const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
     return sign ? -magnitude : magnitude;
   }
-  if (exponent == 31) {  // inf or NaN
+  if (exponent == 31) {  // infinity or NaN: every payload bit is kept
     return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
   }
   return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
@@ -24,8 +23,9 @@ uint16_t FloatToHalf(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);
   const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
   const uint32_t magnitude = bits & 0x7fffffff;
-  if (magnitude > 0x7f800000) {  // NaN: keep it a (quiet) NaN with the payload's top bits
-    return sign | 0x7e00 | static_cast<uint16_t>((magnitude >> 13) & 0x3ff);
+  if (magnitude > 0x7f800000) {  // NaN: the payload's top bits, else the quiet bit
+    const auto payload = static_cast<uint16_t>((magnitude >> 13) & 0x3ff);
+    return sign | 0x7c00 | (payload != 0 ? payload : 0x200);
   }
   // 65520 is halfway between 65504 (the largest half) and 65536; the tie goes to the even
   // neighbour, which is infinity.
@@ -39,6 +39,20 @@ uint16_t FloatToHalf(float value) {
   // ulp) to nearest even; the low bits of the sum are then the half's mantissa.
   const float sum = std::bit_cast<float>(magnitude) + 0.5f;
   return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(sum) - std::bit_cast<uint32_t>(0.5f));
+}
+
+float BFloat16ToFloat(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
+
+uint16_t FloatToBFloat16(float value) {
+  uint32_t bits = std::bit_cast<uint32_t>(value);
+  if ((bits & 0x7fffffff) > 0x7f800000) {  // NaN: the payload's top bits, else the quiet bit
+    const auto narrowed = static_cast<uint16_t>(bits >> 16);
+    return (narrowed & 0x7f) != 0 ? narrowed : narrowed | 0x40;
+  }
+  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest, ties to even
+  return static_cast<uint16_t>(bits >> 16);
 }
 
 }  // namespace dgpt

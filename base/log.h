@@ -6,7 +6,7 @@
 
 #include <string_view>
 
-namespace dgpt::net {
+namespace dgpt {
 
 void LogLine(std::string_view component, std::string_view message);
 
@@ -15,4 +15,4 @@ void Log(std::string_view component, fmt::format_string<Args...> format, Args&&.
   LogLine(component, fmt::format(format, std::forward<Args>(args)...));
 }
 
-}  // namespace dgpt::net
+}  // namespace dgpt
